@@ -1,0 +1,611 @@
+//! Host side of fused attention (shaders/attention.wgsl) and its head bookkeeping
+//! (shaders/attention_heads.wgsl): per-head entropy, active-head lists and skipping.
+//!
+//! Skipping is by **indirect dispatch**: [`Batch::compact_heads`] turns a per-(batch,
+//! head) mask into a list and dispatch arguments on the GPU, and the attention kernel is
+//! then launched with `dispatch_workgroups_indirect`, so inactive heads get no
+//! workgroups at all. No CPU readback is involved.
+
+use bytemuck::{Pod, Zeroable};
+use fovea_shaders::Variant;
+
+use crate::batch::{Batch, Bind, Workgroups};
+use crate::error::{GpuError, Result};
+use crate::pipeline::PipelineKey;
+use crate::tensor::{DType, Tensor, fmt_shape};
+
+/// Queries per attention workgroup (one per thread); see attention.wgsl.
+pub const QUERY_TILE: usize = 64;
+/// Head-dimension ceilings of the compiled attention variants, smallest first.
+pub const HEAD_DIM_VARIANTS: [usize; 2] = [64, 160];
+const KEY_TILE: usize = 16;
+
+/// Where one head-split operand lives inside a tensor: element (b, token, head, c) is at
+/// `offset + b * batch_stride + token * token_stride + head * head_stride + c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadLayout {
+    /// First element.
+    pub offset: usize,
+    /// Elements between batch items.
+    pub batch_stride: usize,
+    /// Elements between tokens.
+    pub token_stride: usize,
+    /// Elements between heads.
+    pub head_stride: usize,
+}
+
+impl HeadLayout {
+    /// The layout of a contiguous (B, N, H * D) tensor.
+    pub fn contiguous(tokens: usize, heads: usize, head_dim: usize) -> HeadLayout {
+        HeadLayout {
+            offset: 0,
+            batch_stride: tokens * heads * head_dim,
+            token_stride: heads * head_dim,
+            head_stride: head_dim,
+        }
+    }
+
+    fn last_element(&self, batch: usize, tokens: usize, heads: usize, head_dim: usize) -> usize {
+        self.offset
+            + (batch - 1) * self.batch_stride
+            + (tokens - 1) * self.token_stride
+            + (heads - 1) * self.head_stride
+            + head_dim
+    }
+
+    fn as_u32(&self) -> [u32; 4] {
+        [
+            self.offset as u32,
+            self.batch_stride as u32,
+            self.token_stride as u32,
+            self.head_stride as u32,
+        ]
+    }
+}
+
+/// An attention operand: a tensor and where the heads are in it.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadView<'a> {
+    /// Storage.
+    pub tensor: &'a Tensor,
+    /// Element addressing.
+    pub layout: HeadLayout,
+    /// Number of tokens (N_q for q/out, N_k for k/v).
+    pub tokens: usize,
+}
+
+/// What a skipped head's output holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkippedOutput {
+    /// Zeros (as published for entropy pruning).
+    Zero,
+    /// Whatever `AttentionOptions::out` held before: a cached value survives.
+    Keep,
+}
+
+/// The GPU-resident result of [`Batch::compact_heads`].
+#[derive(Clone, Debug)]
+pub struct HeadList {
+    /// `[n_active, n_inactive, active slots..., inactive slots...]`, u32 (B*H + 2).
+    pub list: Tensor,
+    /// Indirect arguments `[tiles, n_active, 1, zero_groups, n_inactive, 1]`, u32 (6).
+    pub dispatch_args: Tensor,
+    /// B * H.
+    pub slots: usize,
+    /// Query count the arguments were made for.
+    pub n_q: usize,
+    /// Head dimension the arguments were made for.
+    pub head_dim: usize,
+}
+
+/// Options of [`Batch::attention`].
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionOptions<'a> {
+    /// Batch size B.
+    pub batch: usize,
+    /// Heads H.
+    pub heads: usize,
+    /// Head dimension D.
+    pub head_dim: usize,
+    /// Logit scale; `None` means 1/sqrt(D).
+    pub scale: Option<f32>,
+    /// Query i attends to keys 0..=i only.
+    pub causal: bool,
+    /// Only these heads are computed (from [`Batch::compact_heads`]).
+    pub active_heads: Option<&'a HeadList>,
+    /// What skipped heads output (only with `active_heads`).
+    pub skipped: SkippedOutput,
+    /// Write into this tensor instead of a new one (required for `SkippedOutput::Keep`).
+    pub out: Option<HeadView<'a>>,
+    /// Keep skipped heads' previous entropy here instead of a fresh, zeroed tensor.
+    pub entropy_out: Option<&'a Tensor>,
+    /// Test probe: a u32 (1) tensor that accumulates the number of q.k scores computed.
+    pub count_work: Option<&'a Tensor>,
+}
+
+impl<'a> AttentionOptions<'a> {
+    /// Plain attention over all heads.
+    pub fn new(batch: usize, heads: usize, head_dim: usize) -> Self {
+        AttentionOptions {
+            batch,
+            heads,
+            head_dim,
+            scale: None,
+            causal: false,
+            active_heads: None,
+            skipped: SkippedOutput::Zero,
+            out: None,
+            entropy_out: None,
+            count_work: None,
+        }
+    }
+}
+
+/// Output of [`Batch::attention`].
+#[derive(Clone, Debug)]
+pub struct AttentionOutput {
+    /// The attention output (same tensor as `AttentionOptions::out` when given, else a
+    /// new contiguous (B, N_q, H * D) tensor).
+    pub out: Tensor,
+    /// Per-head mean normalised entropy, f32 (B, H), each in [0, 1].
+    pub entropy: Tensor,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AttentionParams {
+    n_q: u32,
+    n_k: u32,
+    head_dim: u32,
+    n_heads: u32,
+    q_layout: [u32; 4],
+    k_layout: [u32; 4],
+    v_layout: [u32; 4],
+    o_layout: [u32; 4],
+    scale: f32,
+    causal: u32,
+    use_head_list: u32,
+    n_query_tiles: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct HeadsParams {
+    n_slots: u32,
+    n_q: u32,
+    n_query_tiles: u32,
+    head_dim: u32,
+    o_layout: [u32; 4],
+    n_heads: u32,
+    use_head_list: u32,
+    zero_groups_x: u32,
+    _pad: u32,
+}
+
+fn shape_err(message: String) -> GpuError {
+    GpuError::Shape {
+        op: "attention",
+        message,
+    }
+}
+
+/// The D_MAX of the attention variant used for `head_dim`.
+pub fn head_dim_variant(head_dim: usize) -> Option<usize> {
+    HEAD_DIM_VARIANTS.iter().copied().find(|&d| head_dim <= d)
+}
+
+/// Workgroup memory the attention kernel needs for `head_dim`, in bytes.
+pub fn attention_workgroup_bytes(head_dim: usize) -> Option<u64> {
+    head_dim_variant(head_dim).map(|d_max| ((2 * KEY_TILE * d_max + QUERY_TILE) * 4) as u64)
+}
+
+fn check_view(name: &str, v: &HeadView<'_>, dtype: DType, o: &AttentionOptions<'_>) -> Result<()> {
+    if v.tensor.dtype() != dtype {
+        return Err(GpuError::Dtype {
+            op: "attention",
+            dtype: v.tensor.dtype(),
+            reason: format!("{name} is {} but q is {dtype}", v.tensor.dtype()),
+        });
+    }
+    if v.tokens == 0 {
+        return Err(shape_err(format!("{name} has no tokens")));
+    }
+    let last = v
+        .layout
+        .last_element(o.batch, v.tokens, o.heads, o.head_dim);
+    if last > v.tensor.len() {
+        return Err(shape_err(format!(
+            "{name} {} is too small for B={}, N={}, H={}, D={} at {:?} (needs {last} elements)",
+            fmt_shape(v.tensor.shape()),
+            o.batch,
+            v.tokens,
+            o.heads,
+            o.head_dim,
+            v.layout
+        )));
+    }
+    Ok(())
+}
+
+impl Batch {
+    /// Multi-head attention with per-head entropy.
+    ///
+    /// q: (B, N_q, H, D), k and v: (B, N_k, H, D), each through its [`HeadView`];
+    /// output (B, N_q, H, D) and entropy (B, H). See [`AttentionOptions`] for causal
+    /// masking, head skipping and in-place output.
+    pub fn attention_views(
+        &mut self,
+        q: HeadView<'_>,
+        k: HeadView<'_>,
+        v: HeadView<'_>,
+        o: &AttentionOptions<'_>,
+    ) -> Result<AttentionOutput> {
+        const OP: &str = "attention";
+        let dtype = q.tensor.dtype();
+        let storage = dtype.storage().ok_or_else(|| GpuError::Dtype {
+            op: OP,
+            dtype,
+            reason: "attention takes float tensors".into(),
+        })?;
+        if o.batch == 0 || o.heads == 0 || o.head_dim == 0 {
+            return Err(shape_err(format!(
+                "B={}, H={}, D={} must all be positive",
+                o.batch, o.heads, o.head_dim
+            )));
+        }
+        let d_max = head_dim_variant(o.head_dim).ok_or_else(|| GpuError::Param {
+            op: OP,
+            param: "head_dim",
+            value: o.head_dim.to_string(),
+            expected: format!(
+                "at most {} (the largest attention variant)",
+                HEAD_DIM_VARIANTS[HEAD_DIM_VARIANTS.len() - 1]
+            ),
+        })?;
+        let wg_bytes = attention_workgroup_bytes(o.head_dim).expect("variant exists");
+        let wg_limit = self.gpu().limits().max_compute_workgroup_storage_size as u64;
+        if wg_bytes > wg_limit {
+            return Err(GpuError::Limit {
+                op: OP,
+                what: format!("head_dim {} (variant D_MAX={d_max})", o.head_dim),
+                limit: "max_compute_workgroup_storage_size",
+                requested: wg_bytes,
+                available: wg_limit,
+            });
+        }
+        check_view("q", &q, dtype, o)?;
+        check_view("k", &k, dtype, o)?;
+        check_view("v", &v, dtype, o)?;
+        if k.tokens != v.tokens {
+            return Err(shape_err(format!(
+                "k has {} tokens but v has {}",
+                k.tokens, v.tokens
+            )));
+        }
+        if o.causal && q.tokens != k.tokens {
+            return Err(shape_err(format!(
+                "causal attention needs N_q == N_k, got {} and {}",
+                q.tokens, k.tokens
+            )));
+        }
+        let scale = o.scale.unwrap_or(1.0 / (o.head_dim as f32).sqrt());
+        if !scale.is_finite() {
+            return Err(GpuError::Param {
+                op: OP,
+                param: "scale",
+                value: scale.to_string(),
+                expected: "a finite number".into(),
+            });
+        }
+        let slots = o.batch * o.heads;
+        let tiles = q.tokens.div_ceil(QUERY_TILE);
+        let max_groups = self.gpu().limits().max_compute_workgroups_per_dimension as usize;
+        if tiles > max_groups || slots > max_groups {
+            return Err(GpuError::Limit {
+                op: OP,
+                what: format!("{tiles} query tiles x {slots} heads"),
+                limit: "max_compute_workgroups_per_dimension",
+                requested: tiles.max(slots) as u64,
+                available: max_groups as u64,
+            });
+        }
+        if let Some(list) = o.active_heads
+            && (list.slots != slots || list.n_q != q.tokens || list.head_dim != o.head_dim)
+        {
+            return Err(shape_err(format!(
+                "head list was made for {} heads, N_q={}, D={}; this call has {slots} heads, N_q={}, D={}",
+                list.slots, list.n_q, list.head_dim, q.tokens, o.head_dim
+            )));
+        }
+        if o.skipped == SkippedOutput::Keep && o.active_heads.is_some() && o.out.is_none() {
+            return Err(GpuError::Param {
+                op: OP,
+                param: "skipped",
+                value: "Keep".into(),
+                expected: "an `out` tensor whose previous contents skipped heads keep".into(),
+            });
+        }
+        let out_view = match o.out {
+            Some(view) => {
+                check_view("out", &view, dtype, o)?;
+                if view.tokens != q.tokens {
+                    return Err(shape_err(format!(
+                        "out has {} tokens but q has {}",
+                        view.tokens, q.tokens
+                    )));
+                }
+                view
+            }
+            None => {
+                let t = self
+                    .gpu()
+                    .empty(OP, &[o.batch, q.tokens, o.heads * o.head_dim], dtype)?;
+                // Leak-free: the view borrows from a tensor we return below.
+                return self.attention_into(
+                    q,
+                    k,
+                    v,
+                    o,
+                    scale,
+                    d_max,
+                    storage,
+                    &t,
+                    HeadLayout::contiguous(q.tokens, o.heads, o.head_dim),
+                );
+            }
+        };
+        self.attention_into(
+            q,
+            k,
+            v,
+            o,
+            scale,
+            d_max,
+            storage,
+            out_view.tensor,
+            out_view.layout,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention_into(
+        &mut self,
+        q: HeadView<'_>,
+        k: HeadView<'_>,
+        v: HeadView<'_>,
+        o: &AttentionOptions<'_>,
+        scale: f32,
+        d_max: usize,
+        storage: fovea_shaders::Dtype,
+        out: &Tensor,
+        out_layout: HeadLayout,
+    ) -> Result<AttentionOutput> {
+        const OP: &str = "attention";
+        let slots = o.batch * o.heads;
+        let tiles = q.tokens.div_ceil(QUERY_TILE);
+        let partial = self.gpu().empty(OP, &[slots, tiles], DType::F32)?;
+        let entropy = match o.entropy_out {
+            Some(e) => {
+                if e.dtype() != DType::F32 || e.len() != slots {
+                    return Err(shape_err(format!(
+                        "entropy_out {} must be f32 with B*H = {slots} elements",
+                        e.describe()
+                    )));
+                }
+                e.clone()
+            }
+            None => {
+                let e = self.gpu().empty(OP, &[o.batch, o.heads], DType::F32)?;
+                if o.active_heads.is_some() {
+                    self.clear(&e);
+                }
+                e
+            }
+        };
+        if let Some(c) = o.count_work
+            && (c.dtype() != DType::U32 || c.is_empty())
+        {
+            return Err(shape_err(format!(
+                "count_work {} must be a u32 tensor",
+                c.describe()
+            )));
+        }
+        let params = AttentionParams {
+            n_q: q.tokens as u32,
+            n_k: k.tokens as u32,
+            head_dim: o.head_dim as u32,
+            n_heads: o.heads as u32,
+            q_layout: q.layout.as_u32(),
+            k_layout: k.layout.as_u32(),
+            v_layout: v.layout.as_u32(),
+            o_layout: out_layout.as_u32(),
+            scale,
+            causal: o.causal as u32,
+            use_head_list: o.active_heads.is_some() as u32,
+            n_query_tiles: tiles as u32,
+        };
+        let defines = [
+            ("D_MAX", d_max as u32),
+            ("KEY_TILE", KEY_TILE as u32),
+            ("COUNT_WORK", o.count_work.is_some() as u32),
+        ];
+        let key = PipelineKey {
+            variant: Variant::new("attention", storage, &defines)?,
+            entry: "attention",
+        };
+        let list_bind = o
+            .active_heads
+            .map_or(Bind::Dummy, |l| Bind::Tensor(&l.list));
+        let mut bindings = vec![
+            (1, Bind::Tensor(q.tensor)),
+            (2, Bind::Tensor(k.tensor)),
+            (3, Bind::Tensor(v.tensor)),
+            (4, Bind::Tensor(out)),
+            (5, Bind::Tensor(&partial)),
+            (6, list_bind),
+        ];
+        if let Some(c) = o.count_work {
+            bindings.push((7, Bind::Tensor(c)));
+        }
+        let workgroups = match o.active_heads {
+            Some(list) => Workgroups::Indirect {
+                args: list.dispatch_args.clone(),
+                offset: 0,
+            },
+            None => Workgroups::Direct([tiles as u32, slots as u32, 1]),
+        };
+        let d = self
+            .gpu()
+            .dispatch(&key, bytemuck::bytes_of(&params), &bindings, workgroups)?;
+        self.record(d);
+
+        // Per-head means of the partial entropy sums.
+        let zero_groups = (q.tokens * o.head_dim).div_ceil(256);
+        let heads_params = HeadsParams {
+            n_slots: slots as u32,
+            n_q: q.tokens as u32,
+            n_query_tiles: tiles as u32,
+            head_dim: o.head_dim as u32,
+            o_layout: out_layout.as_u32(),
+            n_heads: o.heads as u32,
+            use_head_list: o.active_heads.is_some() as u32,
+            zero_groups_x: zero_groups as u32,
+            _pad: 0,
+        };
+        let reduce_key = PipelineKey {
+            variant: Variant::new("attention_heads", storage, &[])?,
+            entry: "entropy_reduce",
+        };
+        let d = self.gpu().dispatch(
+            &reduce_key,
+            bytemuck::bytes_of(&heads_params),
+            &[
+                (1, Bind::Tensor(&partial)),
+                (2, list_bind_of(o.active_heads)),
+                (3, Bind::Tensor(&entropy)),
+            ],
+            Workgroups::Direct([slots.div_ceil(64) as u32, 1, 1]),
+        )?;
+        self.record(d);
+
+        if let (Some(list), SkippedOutput::Zero) = (o.active_heads, o.skipped) {
+            let zero_key = PipelineKey {
+                variant: Variant::new("attention_heads", storage, &[])?,
+                entry: "zero_heads",
+            };
+            let d = self.gpu().dispatch(
+                &zero_key,
+                bytemuck::bytes_of(&heads_params),
+                &[(7, Bind::Tensor(&list.list)), (8, Bind::Tensor(out))],
+                Workgroups::Indirect {
+                    args: list.dispatch_args.clone(),
+                    offset: 12,
+                },
+            )?;
+            self.record(d);
+        }
+        Ok(AttentionOutput {
+            out: out.clone(),
+            entropy,
+        })
+    }
+
+    /// Attention over contiguous q (B, N_q, H*D), k and v (B, N_k, H*D), as produced by
+    /// diffusers' to_q/to_k/to_v projections. Output (B, N_q, H*D).
+    pub fn attention(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        o: &AttentionOptions<'_>,
+    ) -> Result<AttentionOutput> {
+        let hd = o.heads * o.head_dim;
+        for (name, t) in [("q", q), ("k", k), ("v", v)] {
+            let s = t.shape();
+            if s.len() != 3 || s[0] != o.batch || s[2] != hd {
+                return Err(shape_err(format!(
+                    "{name} must be (B={}, N, H*D={hd}), got {}",
+                    o.batch,
+                    t.describe()
+                )));
+            }
+        }
+        fn view<'t>(t: &'t Tensor, heads: usize, head_dim: usize) -> HeadView<'t> {
+            let n = t.shape()[1];
+            HeadView {
+                tensor: t,
+                layout: HeadLayout::contiguous(n, heads, head_dim),
+                tokens: n,
+            }
+        }
+        let (h, d) = (o.heads, o.head_dim);
+        self.attention_views(view(q, h, d), view(k, h, d), view(v, h, d), o)
+    }
+
+    /// Compacts a per-(batch, head) mask (u32, nonzero = compute) into a [`HeadList`]
+    /// for attention over `n_q` queries of `head_dim`, entirely on the GPU.
+    pub fn compact_heads(
+        &mut self,
+        mask: &Tensor,
+        n_q: usize,
+        head_dim: usize,
+    ) -> Result<HeadList> {
+        const OP: &str = "compact_heads";
+        if mask.dtype() != DType::U32 || mask.is_empty() {
+            return Err(GpuError::Shape {
+                op: OP,
+                message: format!(
+                    "mask must be a non-empty u32 tensor, got {}",
+                    mask.describe()
+                ),
+            });
+        }
+        if n_q == 0 || head_dim == 0 {
+            return Err(GpuError::Shape {
+                op: OP,
+                message: format!("n_q = {n_q} and head_dim = {head_dim} must be positive"),
+            });
+        }
+        let slots = mask.len();
+        let list = self.gpu().empty(OP, &[slots + 2], DType::U32)?;
+        let args = self.gpu().empty(OP, &[6], DType::U32)?;
+        let params = HeadsParams {
+            n_slots: slots as u32,
+            n_q: n_q as u32,
+            n_query_tiles: n_q.div_ceil(QUERY_TILE) as u32,
+            head_dim: head_dim as u32,
+            o_layout: [0; 4],
+            n_heads: 1,
+            use_head_list: 0,
+            zero_groups_x: (n_q * head_dim).div_ceil(256) as u32,
+            _pad: 0,
+        };
+        // The list kernel has no float data; the f32 variant is always available.
+        let key = PipelineKey {
+            variant: Variant::new("attention_heads", fovea_shaders::Dtype::F32, &[])?,
+            entry: "compact_heads",
+        };
+        let d = self.gpu().dispatch(
+            &key,
+            bytemuck::bytes_of(&params),
+            &[
+                (4, Bind::Tensor(mask)),
+                (5, Bind::Tensor(&list)),
+                (6, Bind::Tensor(&args)),
+            ],
+            Workgroups::Direct([1, 1, 1]),
+        )?;
+        self.record(d);
+        Ok(HeadList {
+            list,
+            dispatch_args: args,
+            slots,
+            n_q,
+            head_dim,
+        })
+    }
+}
+
+fn list_bind_of<'a>(list: Option<&'a HeadList>) -> Bind<'a> {
+    list.map_or(Bind::Dummy, |l| Bind::Tensor(&l.list))
+}

@@ -1,0 +1,387 @@
+//! Adapter discovery and device setup: which features the engine uses when present,
+//! which limits it needs, and the shared [`Gpu`] handle every other part works through.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{GpuError, Result};
+use crate::pipeline::PipelineKey;
+use crate::pool::{BufferPool, PoolStats};
+
+/// Optional features fovea uses when the adapter has them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `shader-f16`: f16 storage (and arithmetic) in shaders.
+    pub shader_f16: bool,
+    /// Subgroup operations.
+    pub subgroups: bool,
+    /// Timestamp queries at pass boundaries (per-op GPU profiling).
+    pub timestamps: bool,
+    /// Timestamp writes inside compute passes.
+    pub timestamps_inside_passes: bool,
+    /// Cooperative-matrix (tensor-core style) WGSL extension; Vulkan and Metal only.
+    pub cooperative_matrix: bool,
+}
+
+impl Capabilities {
+    fn from_features(f: wgpu::Features) -> Self {
+        Capabilities {
+            shader_f16: f.contains(wgpu::Features::SHADER_F16),
+            subgroups: f.contains(wgpu::Features::SUBGROUP),
+            timestamps: f.contains(wgpu::Features::TIMESTAMP_QUERY),
+            timestamps_inside_passes: f.contains(
+                wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES,
+            ),
+            cooperative_matrix: f.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX),
+        }
+    }
+
+    fn features(self) -> wgpu::Features {
+        let mut f = wgpu::Features::empty();
+        if self.shader_f16 {
+            f |= wgpu::Features::SHADER_F16;
+        }
+        if self.subgroups {
+            f |= wgpu::Features::SUBGROUP;
+        }
+        if self.timestamps {
+            f |= wgpu::Features::TIMESTAMP_QUERY;
+        }
+        if self.timestamps_inside_passes {
+            f |= wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        }
+        if self.cooperative_matrix {
+            f |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+        }
+        f
+    }
+}
+
+/// The minimum limits fovea's kernels need; every WebGPU adapter meets them (they are
+/// WebGPU's defaults or below). Larger values are requested when the adapter has them.
+/// Ops that need more (e.g. attention with head_dim 160 needs 20.3 KiB of workgroup
+/// memory) check at dispatch time and name the limit.
+pub const REQUIRED_LIMITS: &[(&str, u64)] = &[
+    ("max_storage_buffers_per_shader_stage", 8),
+    ("max_compute_workgroup_storage_size", 16384),
+    ("max_compute_invocations_per_workgroup", 256),
+    ("max_compute_workgroup_size_x", 256),
+    ("max_compute_workgroup_size_y", 16),
+    ("max_compute_workgroups_per_dimension", 65535),
+    ("max_storage_buffer_binding_size", 128 << 20),
+];
+
+fn limit_value(limits: &wgpu::Limits, name: &str) -> u64 {
+    match name {
+        "max_storage_buffers_per_shader_stage" => {
+            limits.max_storage_buffers_per_shader_stage as u64
+        }
+        "max_compute_workgroup_storage_size" => limits.max_compute_workgroup_storage_size as u64,
+        "max_compute_invocations_per_workgroup" => {
+            limits.max_compute_invocations_per_workgroup as u64
+        }
+        "max_compute_workgroup_size_x" => limits.max_compute_workgroup_size_x as u64,
+        "max_compute_workgroup_size_y" => limits.max_compute_workgroup_size_y as u64,
+        "max_compute_workgroups_per_dimension" => {
+            limits.max_compute_workgroups_per_dimension as u64
+        }
+        "max_storage_buffer_binding_size" => limits.max_storage_buffer_binding_size,
+        other => unreachable!("unknown limit {other}"),
+    }
+}
+
+/// Checks an adapter's limits against [`REQUIRED_LIMITS`].
+pub fn check_limits(adapter_name: &str, limits: &wgpu::Limits) -> Result<()> {
+    for (name, required) in REQUIRED_LIMITS {
+        let available = limit_value(limits, name);
+        if available < *required {
+            return Err(GpuError::AdapterLimit {
+                adapter: adapter_name.to_string(),
+                limit: name,
+                available,
+                required: *required,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What `fovea info` prints about one adapter.
+#[derive(Clone, Debug)]
+pub struct AdapterReport {
+    /// wgpu's adapter info (name, backend, device type, driver).
+    pub info: wgpu::AdapterInfo,
+    /// The features fovea cares about.
+    pub capabilities: Capabilities,
+    /// The adapter's limits.
+    pub limits: wgpu::Limits,
+    /// `Ok` when the adapter meets [`REQUIRED_LIMITS`].
+    pub usable: std::result::Result<(), String>,
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+/// Lists every adapter wgpu can see on the backends allowed by `WGPU_BACKEND`
+/// (all of them when unset). Native only: browsers expose one adapter at a time.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn list_adapters() -> Vec<AdapterReport> {
+    let inst = instance();
+    let backends = wgpu::Backends::from_env().unwrap_or(wgpu::Backends::all());
+    pollster_block_on(inst.enumerate_adapters(backends))
+        .into_iter()
+        .map(|a| {
+            let info = a.get_info();
+            let limits = a.limits();
+            let usable = check_limits(&info.name, &limits).map_err(|e| e.to_string());
+            AdapterReport {
+                capabilities: Capabilities::from_features(a.features()),
+                info,
+                limits,
+                usable,
+            }
+        })
+        .collect()
+}
+
+/// A tiny executor for the few wgpu futures that resolve immediately natively.
+#[cfg(not(target_arch = "wasm32"))]
+fn pollster_block_on<F: std::future::Future>(f: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// How to pick and open a device.
+#[derive(Clone, Debug)]
+pub struct GpuOptions {
+    /// Prefer a discrete/high-performance adapter.
+    pub power_preference: wgpu::PowerPreference,
+    /// Request f16 when the adapter has it (set false to force the f32 path).
+    pub allow_f16: bool,
+    /// Request timestamp queries when available, for per-op profiling.
+    pub allow_timestamps: bool,
+    /// Request cooperative matrix when available (experimental in wgpu).
+    pub allow_cooperative_matrix: bool,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        GpuOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            allow_f16: true,
+            allow_timestamps: true,
+            allow_cooperative_matrix: true,
+        }
+    }
+}
+
+pub(crate) struct GpuInner {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) info: wgpu::AdapterInfo,
+    pub(crate) caps: Capabilities,
+    pub(crate) limits: wgpu::Limits,
+    pub(crate) pipelines: Mutex<HashMap<PipelineKey, Arc<crate::pipeline::CachedPipeline>>>,
+    pub(crate) pool: Arc<Mutex<BufferPool>>,
+    /// Errors wgpu raised outside any error scope, drained by [`Gpu::take_error`].
+    pub(crate) uncaptured: Arc<Mutex<Vec<String>>>,
+    pub(crate) lost: Arc<Mutex<Option<String>>>,
+    /// A 16-byte storage buffer bound where a kernel's optional input is absent.
+    pub(crate) dummy: wgpu::Buffer,
+}
+
+/// The engine's handle on one GPU device. Cheap to clone; all clones share the
+/// pipeline cache and the buffer pool.
+#[derive(Clone)]
+pub struct Gpu {
+    pub(crate) inner: Arc<GpuInner>,
+}
+
+impl std::fmt::Debug for Gpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gpu")
+            .field("adapter", &self.inner.info.name)
+            .field("backend", &self.inner.info.backend)
+            .field("caps", &self.inner.caps)
+            .finish()
+    }
+}
+
+impl Gpu {
+    /// Opens the preferred adapter on the backends allowed by `WGPU_BACKEND`.
+    pub async fn new(options: GpuOptions) -> Result<Gpu> {
+        let inst = instance();
+        let adapter = inst
+            .request_adapter(&wgpu::RequestAdapterOptions {
+                power_preference: options.power_preference,
+                force_fallback_adapter: false,
+                compatible_surface: None,
+                apply_limit_buckets: false,
+            })
+            .await
+            .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        Self::from_adapter(adapter, options).await
+    }
+
+    /// Opens a device on a specific adapter.
+    pub async fn from_adapter(adapter: wgpu::Adapter, options: GpuOptions) -> Result<Gpu> {
+        let info = adapter.get_info();
+        let adapter_limits = adapter.limits();
+        check_limits(&info.name, &adapter_limits)?;
+        let mut caps = Capabilities::from_features(adapter.features());
+        caps.shader_f16 &= options.allow_f16;
+        caps.timestamps &= options.allow_timestamps;
+        caps.timestamps_inside_passes &= options.allow_timestamps;
+        caps.cooperative_matrix &= options.allow_cooperative_matrix;
+        let experimental = if caps.cooperative_matrix {
+            // SAFETY: cooperative matrix is only used by kernels validated by
+            // `cargo xtask shaders`; wgpu requires the explicit opt-in.
+            unsafe { wgpu::ExperimentalFeatures::enabled() }
+        } else {
+            wgpu::ExperimentalFeatures::disabled()
+        };
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("fovea"),
+                required_features: caps.features(),
+                // Take everything the adapter offers: large models need large bindings.
+                required_limits: adapter_limits.clone(),
+                experimental_features: experimental,
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| GpuError::DeviceRequest {
+                adapter: info.name.clone(),
+                message: e.to_string(),
+            })?;
+
+        let uncaptured = Arc::new(Mutex::new(Vec::new()));
+        let sink = uncaptured.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            log::error!("wgpu: {e}");
+            sink.lock().unwrap().push(e.to_string());
+        }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *lost_sink.lock().unwrap() = Some(format!("{reason:?}: {message}"));
+        });
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("fovea.dummy"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let limits = device.limits();
+        Ok(Gpu {
+            inner: Arc::new(GpuInner {
+                device,
+                queue,
+                info,
+                caps,
+                limits,
+                pipelines: Mutex::new(HashMap::new()),
+                pool: Arc::new(Mutex::new(BufferPool::default())),
+                uncaptured,
+                lost,
+                dummy,
+            }),
+        })
+    }
+
+    /// The wgpu device.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.inner.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.inner.queue
+    }
+
+    /// Adapter name, backend, device type, driver.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.info
+    }
+
+    /// The optional features this device was opened with.
+    pub fn capabilities(&self) -> Capabilities {
+        self.inner.caps
+    }
+
+    /// The device's limits.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.inner.limits
+    }
+
+    /// Buffer pool statistics (bytes in use, high-water mark, ...).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.inner.pool.lock().unwrap().stats()
+    }
+
+    /// Releases pooled buffers that no tensor holds.
+    pub fn trim_pool(&self) {
+        self.inner.pool.lock().unwrap().trim();
+    }
+
+    /// Resets the pool's high-water mark to the bytes in use now.
+    pub fn reset_peak(&self) {
+        self.inner.pool.lock().unwrap().reset_peak();
+    }
+
+    /// Returns (and clears) the first error wgpu raised outside an error scope, or
+    /// the device-lost reason.
+    pub fn take_error(&self, context: &str) -> Result<()> {
+        if let Some(reason) = self.inner.lost.lock().unwrap().clone() {
+            return Err(GpuError::DeviceLost(reason));
+        }
+        let mut errors = self.inner.uncaptured.lock().unwrap();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let message = errors.join("\n");
+        errors.clear();
+        Err(GpuError::Wgpu {
+            context: context.to_string(),
+            message,
+        })
+    }
+
+    /// Checks that `bytes` fits one storage binding and one buffer on this device.
+    pub(crate) fn check_binding_size(
+        &self,
+        op: &'static str,
+        what: &str,
+        bytes: u64,
+    ) -> Result<()> {
+        let l = &self.inner.limits;
+        if bytes > l.max_storage_buffer_binding_size {
+            return Err(GpuError::Limit {
+                op,
+                what: what.to_string(),
+                limit: "max_storage_buffer_binding_size",
+                requested: bytes,
+                available: l.max_storage_buffer_binding_size,
+            });
+        }
+        if bytes > l.max_buffer_size {
+            return Err(GpuError::Limit {
+                op,
+                what: what.to_string(),
+                limit: "max_buffer_size",
+                requested: bytes,
+                available: l.max_buffer_size,
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1021 @@
+//! The kernel library's host side: one method on [`Batch`] per op. Each validates
+//! shapes, dtypes and limits (errors name the op, the shapes and the limit), allocates
+//! its output from the pool, builds the [`Dispatch`](crate::Dispatch) and records it.
+//!
+//! Shapes are listed per op; all tensors are contiguous row-major.
+
+use bytemuck::{Pod, Zeroable};
+use fovea_shaders::Variant;
+
+use crate::batch::{Batch, Bind, Workgroups, spread_workgroups};
+use crate::error::{GpuError, Result};
+use crate::pipeline::PipelineKey;
+use crate::tensor::{DType, Tensor, fmt_shape};
+
+/// Activation applied by [`Batch::unary`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// x
+    Identity = 0,
+    /// x * sigmoid(x)
+    Silu = 1,
+    /// exact (erf) GELU
+    Gelu = 2,
+    /// x * sigmoid(1.702 x), CLIP's quick_gelu
+    QuickGelu = 3,
+}
+
+/// Binary op of [`Batch::binary`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    /// a + alpha * b
+    Add = 0,
+    /// alpha * a * b
+    Mul = 1,
+}
+
+/// Options of [`Batch::matmul`].
+#[derive(Clone, Copy, Debug)]
+pub struct MatmulOptions {
+    /// `a` is stored (..., K, M).
+    pub trans_a: bool,
+    /// `b` is stored (..., N, K) (e.g. a PyTorch Linear weight).
+    pub trans_b: bool,
+    /// Scale applied to the product before the bias.
+    pub alpha: f32,
+}
+
+impl Default for MatmulOptions {
+    fn default() -> Self {
+        MatmulOptions {
+            trans_a: false,
+            trans_b: false,
+            alpha: 1.0,
+        }
+    }
+}
+
+fn op_err(op: &'static str, message: String) -> GpuError {
+    GpuError::Shape { op, message }
+}
+
+fn param_err(
+    op: &'static str,
+    param: &'static str,
+    value: impl std::fmt::Display,
+    expected: &str,
+) -> GpuError {
+    GpuError::Param {
+        op,
+        param,
+        value: value.to_string(),
+        expected: expected.to_string(),
+    }
+}
+
+/// Checks that every tensor is a float tensor of one dtype and returns the kernel dtype.
+fn float_dtype(op: &'static str, tensors: &[&Tensor]) -> Result<fovea_shaders::Dtype> {
+    let first = tensors[0].dtype();
+    let storage = first.storage().ok_or_else(|| GpuError::Dtype {
+        op,
+        dtype: first,
+        reason: "this op takes float tensors".into(),
+    })?;
+    for t in &tensors[1..] {
+        if t.dtype() != first {
+            return Err(GpuError::Dtype {
+                op,
+                dtype: t.dtype(),
+                reason: format!("inputs mix {} and {}; convert first", first, t.dtype()),
+            });
+        }
+    }
+    Ok(storage)
+}
+
+fn key(
+    kernel: &str,
+    dtype: fovea_shaders::Dtype,
+    defines: &[(&str, u32)],
+    entry: &'static str,
+) -> Result<PipelineKey> {
+    Ok(PipelineKey {
+        variant: Variant::new(kernel, dtype, defines)?,
+        entry,
+    })
+}
+
+fn u32_dim(op: &'static str, what: &str, v: usize) -> Result<u32> {
+    u32::try_from(v).map_err(|_| op_err(op, format!("{what} = {v} exceeds u32 indexing")))
+}
+
+fn dtype_of(t: fovea_shaders::Dtype) -> DType {
+    match t {
+        fovea_shaders::Dtype::F32 => DType::F32,
+        fovea_shaders::Dtype::F16 => DType::F16,
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ElementwiseParams {
+    len: u32,
+    op: u32,
+    alpha: f32,
+    beta: f32,
+    shape: [u32; 4],
+    a_strides: [u32; 4],
+    b_strides: [u32; 4],
+    row_len: u32,
+    _pad: [u32; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    a_batch_stride: u32,
+    b_batch_stride: u32,
+    c_batch_stride: u32,
+    lda: u32,
+    ldb: u32,
+    ldc: u32,
+    trans_a: u32,
+    trans_b: u32,
+    bias_mode: u32,
+    alpha: f32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ConvParams {
+    batch: u32,
+    c_in: u32,
+    h_in: u32,
+    w_in: u32,
+    c_out: u32,
+    h_out: u32,
+    w_out: u32,
+    kernel_h: u32,
+    kernel_w: u32,
+    stride: u32,
+    pad: u32,
+    has_bias: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct NormParams {
+    rows: u32,
+    channels: u32,
+    spatial: u32,
+    groups: u32,
+    eps: f32,
+    fuse_silu: u32,
+    affine: u32,
+    _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct LayoutParams {
+    len: u32,
+    h: u32,
+    w: u32,
+    src_channels: u32,
+    dst_channels: u32,
+    dst_channel_offset: u32,
+    _pad: [u32; 2],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct TimestepParams {
+    batch: u32,
+    dim: u32,
+    flip_sin_to_cos: u32,
+    _pad: u32,
+    scale: f32,
+    _pad1: [f32; 3],
+}
+
+/// Numpy-style broadcast of two shapes (up to 4 dims); returns the output shape.
+fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    if rank > 4 {
+        return Err(op_err(
+            op,
+            format!(
+                "rank {rank} > 4 is not supported ({} and {})",
+                fmt_shape(a),
+                fmt_shape(b)
+            ),
+        ));
+    }
+    let mut out = vec![0; rank];
+    for i in 0..rank {
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => {
+                return Err(op_err(
+                    op,
+                    format!(
+                        "shapes {} and {} do not broadcast (dim {i}: {da} vs {db})",
+                        fmt_shape(a),
+                        fmt_shape(b)
+                    ),
+                ));
+            }
+        };
+    }
+    Ok(out)
+}
+
+/// Element strides of `shape` right-aligned in 4 dims; 0 on size-1 (broadcast) dims.
+fn broadcast_strides(shape: &[usize]) -> [u32; 4] {
+    let mut padded = [1usize; 4];
+    padded[4 - shape.len()..].copy_from_slice(shape);
+    let mut strides = [0u32; 4];
+    let mut s = 1usize;
+    for i in (0..4).rev() {
+        strides[i] = if padded[i] == 1 { 0 } else { s as u32 };
+        s *= padded[i];
+    }
+    strides
+}
+
+impl Batch {
+    fn flat_groups(&self, op: &'static str, len: usize, per_group: usize) -> Result<[u32; 3]> {
+        let groups = u32_dim(op, "workgroups", len.div_ceil(per_group))?;
+        let max = self.gpu().limits().max_compute_workgroups_per_dimension;
+        let wg = spread_workgroups(groups, max);
+        if wg[1] > max {
+            return Err(GpuError::Limit {
+                op,
+                what: format!("{len} elements"),
+                limit: "max_compute_workgroups_per_dimension",
+                requested: wg[1] as u64,
+                available: max as u64,
+            });
+        }
+        Ok(wg)
+    }
+
+    fn check_groups(&self, op: &'static str, what: &str, groups: [u32; 3]) -> Result<()> {
+        let max = self.gpu().limits().max_compute_workgroups_per_dimension;
+        for g in groups {
+            if g > max {
+                return Err(GpuError::Limit {
+                    op,
+                    what: what.to_string(),
+                    limit: "max_compute_workgroups_per_dimension",
+                    requested: g as u64,
+                    available: max as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// y = alpha * act(x) + beta, elementwise. x: any shape; y: same.
+    pub fn unary(&mut self, x: &Tensor, act: Activation, alpha: f32, beta: f32) -> Result<Tensor> {
+        const OP: &str = "unary";
+        let dtype = float_dtype(OP, &[x])?;
+        let y = self.gpu().empty(OP, x.shape(), x.dtype())?;
+        let params = ElementwiseParams {
+            len: u32_dim(OP, "len", x.len())?,
+            op: act as u32,
+            alpha,
+            beta,
+            ..Zeroable::zeroed()
+        };
+        let wg = self.flat_groups(OP, x.len(), 256)?;
+        let d = self.gpu().dispatch(
+            &key("elementwise", dtype, &[], "unary")?,
+            bytemuck::bytes_of(&params),
+            &[(1, Bind::Tensor(x)), (3, Bind::Tensor(&y))],
+            Workgroups::Direct(wg),
+        )?;
+        self.record(d);
+        Ok(y)
+    }
+
+    /// SiLU.
+    pub fn silu(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.unary(x, Activation::Silu, 1.0, 0.0)
+    }
+
+    /// Exact GELU.
+    pub fn gelu(&mut self, x: &Tensor) -> Result<Tensor> {
+        self.unary(x, Activation::Gelu, 1.0, 0.0)
+    }
+
+    /// alpha * x + beta.
+    pub fn scale(&mut self, x: &Tensor, alpha: f32, beta: f32) -> Result<Tensor> {
+        self.unary(x, Activation::Identity, alpha, beta)
+    }
+
+    /// a op b with numpy broadcasting (rank <= 4). Output: the broadcast shape.
+    pub fn binary(&mut self, a: &Tensor, b: &Tensor, op: BinaryOp, alpha: f32) -> Result<Tensor> {
+        const OP: &str = "binary";
+        let dtype = float_dtype(OP, &[a, b])?;
+        let out_shape = broadcast_shapes(OP, a.shape(), b.shape())?;
+        let mut out4 = [1usize; 4];
+        out4[4 - out_shape.len()..].copy_from_slice(&out_shape);
+        let y = self.gpu().empty(OP, &out_shape, a.dtype())?;
+        let len = y.len();
+        let params = ElementwiseParams {
+            len: u32_dim(OP, "len", len)?,
+            op: op as u32,
+            alpha,
+            beta: 0.0,
+            shape: out4.map(|d| d as u32),
+            a_strides: broadcast_strides(a.shape()),
+            b_strides: broadcast_strides(b.shape()),
+            row_len: 0,
+            _pad: [0; 3],
+        };
+        let wg = self.flat_groups(OP, len, 256)?;
+        let d = self.gpu().dispatch(
+            &key("elementwise", dtype, &[], "binary")?,
+            bytemuck::bytes_of(&params),
+            &[
+                (1, Bind::Tensor(a)),
+                (2, Bind::Tensor(b)),
+                (3, Bind::Tensor(&y)),
+            ],
+            Workgroups::Direct(wg),
+        )?;
+        self.record(d);
+        Ok(y)
+    }
+
+    /// a + b (broadcasting).
+    pub fn add(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.binary(a, b, BinaryOp::Add, 1.0)
+    }
+
+    /// a * b (broadcasting).
+    pub fn mul(&mut self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.binary(a, b, BinaryOp::Mul, 1.0)
+    }
+
+    /// GEGLU: x (..., 2 * D) -> (..., D) = x[..., :D] * gelu(x[..., D:]).
+    pub fn geglu(&mut self, x: &Tensor) -> Result<Tensor> {
+        const OP: &str = "geglu";
+        let dtype = float_dtype(OP, &[x])?;
+        let last = *x.shape().last().unwrap_or(&0);
+        if x.shape().is_empty() || !last.is_multiple_of(2) {
+            return Err(op_err(
+                OP,
+                format!("input {} needs an even last dimension", x.describe()),
+            ));
+        }
+        let mut out_shape = x.shape().to_vec();
+        *out_shape.last_mut().expect("non-empty") = last / 2;
+        let y = self.gpu().empty(OP, &out_shape, x.dtype())?;
+        let params = ElementwiseParams {
+            len: u32_dim(OP, "len", y.len())?,
+            row_len: (last / 2) as u32,
+            ..Zeroable::zeroed()
+        };
+        let wg = self.flat_groups(OP, y.len(), 256)?;
+        let d = self.gpu().dispatch(
+            &key("elementwise", dtype, &[], "geglu")?,
+            bytemuck::bytes_of(&params),
+            &[(1, Bind::Tensor(x)), (3, Bind::Tensor(&y))],
+            Workgroups::Direct(wg),
+        )?;
+        self.record(d);
+        Ok(y)
+    }
+
+    /// Batched matmul: a (..., M, K) @ b (..., K, N) [+ bias (N)] -> (..., M, N).
+    /// `b` may be 2D (shared by every batch item); with `trans_a`/`trans_b` the stored
+    /// layouts are (..., K, M) and (..., N, K).
+    pub fn matmul(
+        &mut self,
+        a: &Tensor,
+        b: &Tensor,
+        bias: Option<&Tensor>,
+        opts: MatmulOptions,
+    ) -> Result<Tensor> {
+        const OP: &str = "matmul";
+        let mut all = vec![a, b];
+        all.extend(bias);
+        let dtype = float_dtype(OP, &all)?;
+        if a.shape().len() < 2 || b.shape().len() < 2 {
+            return Err(op_err(
+                OP,
+                format!(
+                    "needs rank >= 2, got a {} and b {}",
+                    a.describe(),
+                    b.describe()
+                ),
+            ));
+        }
+        let (ar, br) = (a.shape().len(), b.shape().len());
+        let (m, k) = if opts.trans_a {
+            (a.shape()[ar - 1], a.shape()[ar - 2])
+        } else {
+            (a.shape()[ar - 2], a.shape()[ar - 1])
+        };
+        let (kb, n) = if opts.trans_b {
+            (b.shape()[br - 1], b.shape()[br - 2])
+        } else {
+            (b.shape()[br - 2], b.shape()[br - 1])
+        };
+        if k != kb {
+            return Err(op_err(
+                OP,
+                format!(
+                    "inner dimensions differ: a {} gives K = {k}, b {} gives K = {kb} (trans_a={}, trans_b={})",
+                    fmt_shape(a.shape()),
+                    fmt_shape(b.shape()),
+                    opts.trans_a,
+                    opts.trans_b
+                ),
+            ));
+        }
+        let a_batch: usize = a.shape()[..ar - 2].iter().product();
+        let b_batch: usize = b.shape()[..br - 2].iter().product();
+        let (batch, lead) = match (a_batch, b_batch) {
+            (x, y) if x == y => (x, &a.shape()[..ar - 2]),
+            (x, 1) => (x, &a.shape()[..ar - 2]),
+            (1, y) => (y, &b.shape()[..br - 2]),
+            _ => {
+                return Err(op_err(
+                    OP,
+                    format!(
+                        "batch dimensions of a {} and b {} differ",
+                        fmt_shape(a.shape()),
+                        fmt_shape(b.shape())
+                    ),
+                ));
+            }
+        };
+        if let Some(bias) = bias
+            && bias.len() != n
+        {
+            return Err(op_err(
+                OP,
+                format!("bias {} must have N = {n} elements", bias.describe()),
+            ));
+        }
+        let mut out_shape = lead.to_vec();
+        out_shape.extend([m, n]);
+        let y = self.gpu().empty(OP, &out_shape, a.dtype())?;
+        let params = MatmulParams {
+            m: u32_dim(OP, "M", m)?,
+            n: u32_dim(OP, "N", n)?,
+            k: u32_dim(OP, "K", k)?,
+            batch: u32_dim(OP, "batch", batch)?,
+            a_batch_stride: if a_batch == 1 {
+                0
+            } else {
+                u32_dim(OP, "a batch stride", m * k)?
+            },
+            b_batch_stride: if b_batch == 1 {
+                0
+            } else {
+                u32_dim(OP, "b batch stride", k * n)?
+            },
+            c_batch_stride: u32_dim(OP, "c batch stride", m * n)?,
+            lda: (if opts.trans_a { m } else { k }) as u32,
+            ldb: (if opts.trans_b { k } else { n }) as u32,
+            ldc: n as u32,
+            trans_a: opts.trans_a as u32,
+            trans_b: opts.trans_b as u32,
+            bias_mode: bias.is_some() as u32,
+            alpha: opts.alpha,
+            _pad: [0; 2],
+        };
+        let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32];
+        self.check_groups(OP, &format!("output {}", fmt_shape(&out_shape)), groups)?;
+        let bias_bind = bias.map_or(Bind::Dummy, Bind::Tensor);
+        let d = self.gpu().dispatch(
+            &key("matmul", dtype, &[], "matmul")?,
+            bytemuck::bytes_of(&params),
+            &[
+                (1, Bind::Tensor(a)),
+                (2, Bind::Tensor(b)),
+                (3, bias_bind),
+                (4, Bind::Tensor(&y)),
+            ],
+            Workgroups::Direct(groups),
+        )?;
+        self.record(d);
+        Ok(y)
+    }
+
+    /// PyTorch Linear: x (..., in) @ weight (out, in)^T + bias (out) -> (..., out).
+    pub fn linear(&mut self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        if x.shape().is_empty() || weight.shape().len() != 2 {
+            return Err(op_err(
+                "linear",
+                format!(
+                    "needs x (..., in) and weight (out, in), got x {} and weight {}",
+                    x.describe(),
+                    weight.describe()
+                ),
+            ));
+        }
+        let in_features = *x.shape().last().expect("non-empty");
+        let rows = x.len() / in_features.max(1);
+        let x2 = x.reshape(&[rows, in_features])?;
+        let y = self.matmul(
+            &x2,
+            weight,
+            bias,
+            MatmulOptions {
+                trans_b: true,
+                ..Default::default()
+            },
+        )?;
+        let mut out_shape = x.shape().to_vec();
+        *out_shape.last_mut().expect("non-empty") = weight.shape()[0];
+        y.reshape(&out_shape)
+    }
+
+    /// 2D convolution: x (N, C_in, H, W), weight (C_out, C_in, kh, kw), bias (C_out)
+    /// -> (N, C_out, (H + 2 pad - kh) / stride + 1, (W + 2 pad - kw) / stride + 1).
+    pub fn conv2d(
+        &mut self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        pad: usize,
+    ) -> Result<Tensor> {
+        const OP: &str = "conv2d";
+        let mut all = vec![x, weight];
+        all.extend(bias);
+        let dtype = float_dtype(OP, &all)?;
+        let (xs, ws) = (x.shape(), weight.shape());
+        if xs.len() != 4 || ws.len() != 4 {
+            return Err(op_err(
+                OP,
+                format!(
+                    "needs x (N, C, H, W) and weight (C_out, C_in, kh, kw), got {} and {}",
+                    x.describe(),
+                    weight.describe()
+                ),
+            ));
+        }
+        if ws[1] != xs[1] {
+            return Err(op_err(
+                OP,
+                format!(
+                    "weight {} expects {} input channels, x {} has {}",
+                    fmt_shape(ws),
+                    ws[1],
+                    fmt_shape(xs),
+                    xs[1]
+                ),
+            ));
+        }
+        if stride == 0 {
+            return Err(param_err(OP, "stride", stride, "a positive integer"));
+        }
+        if xs[2] + 2 * pad < ws[2] || xs[3] + 2 * pad < ws[3] {
+            return Err(op_err(
+                OP,
+                format!(
+                    "kernel {}x{} is larger than the padded input {}",
+                    ws[2],
+                    ws[3],
+                    fmt_shape(xs)
+                ),
+            ));
+        }
+        if let Some(bias) = bias
+            && bias.len() != ws[0]
+        {
+            return Err(op_err(
+                OP,
+                format!(
+                    "bias {} must have C_out = {} elements",
+                    bias.describe(),
+                    ws[0]
+                ),
+            ));
+        }
+        let h_out = (xs[2] + 2 * pad - ws[2]) / stride + 1;
+        let w_out = (xs[3] + 2 * pad - ws[3]) / stride + 1;
+        let out_shape = [xs[0], ws[0], h_out, w_out];
+        let y = self.gpu().empty(OP, &out_shape, x.dtype())?;
+        let params = ConvParams {
+            batch: xs[0] as u32,
+            c_in: xs[1] as u32,
+            h_in: xs[2] as u32,
+            w_in: xs[3] as u32,
+            c_out: ws[0] as u32,
+            h_out: h_out as u32,
+            w_out: w_out as u32,
+            kernel_h: ws[2] as u32,
+            kernel_w: ws[3] as u32,
+            stride: stride as u32,
+            pad: pad as u32,
+            has_bias: bias.is_some() as u32,
+        };
+        let groups = [
+            (h_out * w_out).div_ceil(64) as u32,
+            ws[0].div_ceil(64) as u32,
+            xs[0] as u32,
+        ];
+        self.check_groups(OP, &format!("output {}", fmt_shape(&out_shape)), groups)?;
+        let bias_bind = bias.map_or(Bind::Dummy, Bind::Tensor);
+        let d = self.gpu().dispatch(
+            &key("conv2d", dtype, &[], "conv2d")?,
+            bytemuck::bytes_of(&params),
+            &[
+                (1, Bind::Tensor(x)),
+                (2, Bind::Tensor(weight)),
+                (3, bias_bind),
+                (4, Bind::Tensor(&y)),
+            ],
+            Workgroups::Direct(groups),
+        )?;
+        self.record(d);
+        Ok(y)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn norm_dispatch(
+        &mut self,
+        op: &'static str,
+        entry: &'static str,
+        x: &Tensor,
+        affine: Option<(&Tensor, &Tensor)>,
+        params: NormParams,
+        workgroups: usize,
+    ) -> Result<Tensor> {
+        let mut all = vec![x];
+        if let Some((g, b)) = affine {
+            all.extend([g, b]);
+        }
+        let dtype = float_dtype(op, &all)?;
+        let y = self.gpu().empty(op, x.shape(), x.dtype())?;
+        let wg = self.flat_groups(op, workgroups, 1)?;
+        let mut bindings = vec![(1, Bind::Tensor(x)), (4, Bind::Tensor(&y))];
+        // softmax has no affine parameters, so its pipeline layout lacks bindings 2 and 3.
+        if entry != "softmax" {
+            let (g, b) = match affine {
+                Some((g, b)) => (Bind::Tensor(g), Bind::Tensor(b)),
+                None => (Bind::Dummy, Bind::Dummy),
+            };
+            bindings.extend([(2, g), (3, b)]);
+        }
+        let d = self.gpu().dispatch(
+            &key("norm", dtype, &[], entry)?,
+            bytemuck::bytes_of(&params),
+            &bindings,
+            Workgroups::Direct(wg),
+        )?;
+        self.record(d);
+        Ok(y)
+    }
+
+    /// Group norm over x (N, C, ...) with `groups` groups and optional gamma/beta (C),
+    /// optionally followed by SiLU. Output: same shape.
+    pub fn group_norm(
+        &mut self,
+        x: &Tensor,
+        groups: usize,
+        affine: Option<(&Tensor, &Tensor)>,
+        eps: f32,
+        fuse_silu: bool,
+    ) -> Result<Tensor> {
+        const OP: &str = "group_norm";
+        let s = x.shape();
+        if s.len() < 2 {
+            return Err(op_err(
+                OP,
+                format!("needs (N, C, ...), got {}", x.describe()),
+            ));
+        }
+        if groups == 0 || !s[1].is_multiple_of(groups) {
+            return Err(param_err(
+                OP,
+                "groups",
+                groups,
+                &format!("a divisor of the {} channels of {}", s[1], fmt_shape(s)),
+            ));
+        }
+        if eps.is_nan() || eps <= 0.0 {
+            return Err(param_err(OP, "eps", eps, "a positive number"));
+        }
+        if let Some((g, b)) = affine
+            && (g.len() != s[1] || b.len() != s[1])
+        {
+            return Err(op_err(
+                OP,
+                format!(
+                    "gamma {} and beta {} must have C = {} elements",
+                    g.describe(),
+                    b.describe(),
+                    s[1]
+                ),
+            ));
+        }
+        let spatial: usize = s[2..].iter().product();
+        let params = NormParams {
+            rows: s[0] as u32,
+            channels: s[1] as u32,
+            spatial: spatial as u32,
+            groups: groups as u32,
+            eps,
+            fuse_silu: fuse_silu as u32,
+            affine: affine.is_some() as u32,
+            _pad: 0,
+        };
+        self.norm_dispatch(OP, "group_norm", x, affine, params, s[0] * groups)
+    }
+
+    /// Layer norm over the last dimension of x (..., D) with optional gamma/beta (D).
+    pub fn layer_norm(
+        &mut self,
+        x: &Tensor,
+        affine: Option<(&Tensor, &Tensor)>,
+        eps: f32,
+    ) -> Result<Tensor> {
+        const OP: &str = "layer_norm";
+        let d = *x
+            .shape()
+            .last()
+            .ok_or_else(|| op_err(OP, "needs rank >= 1".into()))?;
+        if eps.is_nan() || eps <= 0.0 {
+            return Err(param_err(OP, "eps", eps, "a positive number"));
+        }
+        if let Some((g, b)) = affine
+            && (g.len() != d || b.len() != d)
+        {
+            return Err(op_err(
+                OP,
+                format!(
+                    "gamma {} and beta {} must have D = {d} elements",
+                    g.describe(),
+                    b.describe()
+                ),
+            ));
+        }
+        let rows = x.len() / d.max(1);
+        let params = NormParams {
+            rows: rows as u32,
+            channels: d as u32,
+            spatial: 1,
+            groups: 1,
+            eps,
+            fuse_silu: 0,
+            affine: affine.is_some() as u32,
+            _pad: 0,
+        };
+        self.norm_dispatch(OP, "layer_norm", x, affine, params, rows)
+    }
+
+    /// softmax(scale * x) over the last dimension. Output: same shape.
+    pub fn softmax(&mut self, x: &Tensor, scale: f32) -> Result<Tensor> {
+        const OP: &str = "softmax";
+        let d = *x
+            .shape()
+            .last()
+            .ok_or_else(|| op_err(OP, "needs rank >= 1".into()))?;
+        if !scale.is_finite() {
+            return Err(param_err(OP, "scale", scale, "a finite number"));
+        }
+        let rows = x.len() / d.max(1);
+        let params = NormParams {
+            rows: rows as u32,
+            channels: d as u32,
+            spatial: 1,
+            groups: 1,
+            eps: scale,
+            fuse_silu: 0,
+            affine: 0,
+            _pad: 0,
+        };
+        self.norm_dispatch(OP, "softmax", x, None, params, rows)
+    }
+
+    /// Nearest-neighbour 2x upsampling: x (N, C, H, W) -> (N, C, 2H, 2W).
+    pub fn upsample_nearest2x(&mut self, x: &Tensor) -> Result<Tensor> {
+        const OP: &str = "upsample_nearest2x";
+        let dtype = float_dtype(OP, &[x])?;
+        let s = x.shape();
+        if s.len() != 4 {
+            return Err(op_err(
+                OP,
+                format!("needs (N, C, H, W), got {}", x.describe()),
+            ));
+        }
+        let out_shape = [s[0], s[1], 2 * s[2], 2 * s[3]];
+        let y = self.gpu().empty(OP, &out_shape, x.dtype())?;
+        let params = LayoutParams {
+            len: u32_dim(OP, "len", y.len())?,
+            h: s[2] as u32,
+            w: s[3] as u32,
+            ..Zeroable::zeroed()
+        };
+        let wg = self.flat_groups(OP, y.len(), 256)?;
+        let d = self.gpu().dispatch(
+            &key("layout", dtype, &[], "upsample_nearest2x")?,
+            bytemuck::bytes_of(&params),
+            &[(1, Bind::Tensor(x)), (2, Bind::Tensor(&y))],
+            Workgroups::Direct(wg),
+        )?;
+        self.record(d);
+        Ok(y)
+    }
+
+    /// Concatenates tensors (N, C_i, ...) along channels -> (N, sum C_i, ...).
+    pub fn concat_channels(&mut self, parts: &[&Tensor]) -> Result<Tensor> {
+        const OP: &str = "concat_channels";
+        if parts.is_empty() {
+            return Err(op_err(OP, "needs at least one tensor".into()));
+        }
+        let dtype = float_dtype(OP, parts)?;
+        let first = parts[0].shape();
+        if first.len() < 2 {
+            return Err(op_err(
+                OP,
+                format!("needs (N, C, ...), got {}", parts[0].describe()),
+            ));
+        }
+        for p in parts {
+            let s = p.shape();
+            if s.len() != first.len() || s[0] != first[0] || s[2..] != first[2..] {
+                return Err(op_err(
+                    OP,
+                    format!(
+                        "{} does not match {} outside the channel dimension",
+                        fmt_shape(s),
+                        fmt_shape(first)
+                    ),
+                ));
+            }
+        }
+        let total: usize = parts.iter().map(|p| p.shape()[1]).sum();
+        let mut out_shape = first.to_vec();
+        out_shape[1] = total;
+        let y = self.gpu().empty(OP, &out_shape, parts[0].dtype())?;
+        let spatial: usize = first[2..].iter().product();
+        let mut offset = 0;
+        for p in parts {
+            let params = LayoutParams {
+                len: u32_dim(OP, "len", p.len())?,
+                h: spatial as u32,
+                w: 0,
+                src_channels: p.shape()[1] as u32,
+                dst_channels: total as u32,
+                dst_channel_offset: offset as u32,
+                _pad: [0; 2],
+            };
+            let wg = self.flat_groups(OP, p.len(), 256)?;
+            let d = self.gpu().dispatch(
+                &key("layout", dtype, &[], "copy_channels")?,
+                bytemuck::bytes_of(&params),
+                &[(1, Bind::Tensor(p)), (2, Bind::Tensor(&y))],
+                Workgroups::Direct(wg),
+            )?;
+            self.record(d);
+            offset += p.shape()[1];
+        }
+        Ok(y)
+    }
+
+    /// Sinusoidal timestep embedding as diffusers' `get_timestep_embedding`:
+    /// timesteps (B) f32 -> (B, dim) in `dtype`.
+    pub fn timestep_embedding(
+        &mut self,
+        timesteps: &Tensor,
+        dim: usize,
+        opts: TimestepOptions,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        const OP: &str = "timestep_embedding";
+        if timesteps.dtype() != DType::F32 || timesteps.shape().len() != 1 {
+            return Err(op_err(
+                OP,
+                format!("timesteps must be (B,) f32, got {}", timesteps.describe()),
+            ));
+        }
+        let storage = dtype.storage().ok_or_else(|| GpuError::Dtype {
+            op: OP,
+            dtype,
+            reason: "output must be a float dtype".into(),
+        })?;
+        if dim < 2 {
+            return Err(param_err(OP, "dim", dim, "at least 2"));
+        }
+        if opts.max_period.is_nan() || opts.max_period <= 1.0 {
+            return Err(param_err(
+                OP,
+                "max_period",
+                opts.max_period,
+                "greater than 1",
+            ));
+        }
+        let half = dim / 2;
+        if (half as f64 - opts.downscale_freq_shift).abs() < 1e-12 {
+            return Err(param_err(
+                OP,
+                "downscale_freq_shift",
+                opts.downscale_freq_shift,
+                "different from dim / 2",
+            ));
+        }
+        // Frequencies rounded to f32 once, as PyTorch computes them.
+        let freqs: Vec<f32> = (0..half)
+            .map(|j| {
+                (-(opts.max_period.ln()) * j as f64 / (half as f64 - opts.downscale_freq_shift))
+                    .exp() as f32
+            })
+            .collect();
+        let freqs = self
+            .gpu()
+            .upload_f32("timestep freqs", &[half], DType::F32, &freqs)?;
+        let b = timesteps.len();
+        let y = self.gpu().empty(OP, &[b, dim], dtype_of(storage))?;
+        let params = TimestepParams {
+            batch: b as u32,
+            dim: dim as u32,
+            flip_sin_to_cos: opts.flip_sin_to_cos as u32,
+            _pad: 0,
+            scale: opts.scale as f32,
+            _pad1: [0.0; 3],
+        };
+        let wg = self.flat_groups(OP, y.len(), 256)?;
+        let d = self.gpu().dispatch(
+            &key("timestep", storage, &[], "timestep_embedding")?,
+            bytemuck::bytes_of(&params),
+            &[
+                (1, Bind::Tensor(timesteps)),
+                (2, Bind::Tensor(&freqs)),
+                (3, Bind::Tensor(&y)),
+            ],
+            Workgroups::Direct(wg),
+        )?;
+        self.record(d);
+        Ok(y)
+    }
+}
+
+/// Options of [`Batch::timestep_embedding`], named as diffusers' arguments.
+#[derive(Clone, Copy, Debug)]
+pub struct TimestepOptions {
+    /// Output [cos, sin] instead of [sin, cos] (SD: true).
+    pub flip_sin_to_cos: bool,
+    /// `downscale_freq_shift` (SD: 0; diffusers' default 1).
+    pub downscale_freq_shift: f64,
+    /// Multiplier on the arguments.
+    pub scale: f64,
+    /// `max_period` (10000).
+    pub max_period: f64,
+}
+
+impl Default for TimestepOptions {
+    fn default() -> Self {
+        TimestepOptions {
+            flip_sin_to_cos: true,
+            downscale_freq_shift: 0.0,
+            scale: 1.0,
+            max_period: 10000.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcasting_follows_numpy() {
+        assert_eq!(
+            broadcast_shapes("t", &[2, 3, 4], &[4]).unwrap(),
+            vec![2, 3, 4]
+        );
+        assert_eq!(
+            broadcast_shapes("t", &[2, 1, 4], &[3, 1]).unwrap(),
+            vec![2, 3, 4]
+        );
+        assert!(broadcast_shapes("t", &[2, 3], &[4]).is_err());
+        assert_eq!(broadcast_strides(&[4]), [0, 0, 0, 1]);
+        assert_eq!(broadcast_strides(&[2, 1, 4]), [0, 4, 0, 1]);
+    }
+}

@@ -1,0 +1,313 @@
+//! Head skipping: the GPU-built active-head list, indirect dispatch that gives masked
+//! heads no work at all, and what skipped heads output (zeros, or the previous value).
+
+mod common;
+
+use common::{gpu, seed};
+use fovea_gpu::{AttentionOptions, DType, HeadLayout, HeadView, SkippedOutput, Tensor};
+use pollster::block_on;
+use rand::{Rng, SeedableRng};
+
+struct Case {
+    batch: usize,
+    heads: usize,
+    n_q: usize,
+    n_k: usize,
+    d: usize,
+}
+
+fn random_tensor(rng: &mut rand::rngs::StdRng, shape: &[usize]) -> Tensor {
+    let n = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+    gpu().upload_f32("x", shape, DType::F32, &data).unwrap()
+}
+
+fn random_mask(rng: &mut rand::rngs::StdRng, slots: usize) -> Vec<u32> {
+    let mut mask: Vec<u32> = (0..slots).map(|_| rng.random_range(0..2)).collect();
+    // At least one active and one inactive head, so both paths run.
+    mask[0] = 1;
+    mask[slots - 1] = 0;
+    mask
+}
+
+#[test]
+fn compaction_lists_active_then_inactive_heads_in_order() {
+    let s = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(s);
+    // More than one 256-wide chunk, to exercise the chunked scan.
+    for slots in [1usize, 2, 255, 256, 257, 700] {
+        let mut mask: Vec<u32> = (0..slots).map(|_| rng.random_range(0..2)).collect();
+        if slots == 1 {
+            mask[0] = 0;
+        }
+        let m = gpu().upload_u32("mask", &[slots], &mask).unwrap();
+        let mut b = gpu().batch();
+        let list = b.compact_heads(&m, 130, 40).unwrap();
+        b.submit().unwrap();
+        let got = block_on(gpu().read_u32(&list.list)).unwrap();
+        let args = block_on(gpu().read_u32(&list.dispatch_args)).unwrap();
+        let active: Vec<u32> = (0..slots as u32)
+            .filter(|&i| mask[i as usize] != 0)
+            .collect();
+        let inactive: Vec<u32> = (0..slots as u32)
+            .filter(|&i| mask[i as usize] == 0)
+            .collect();
+        let mut want = vec![active.len() as u32, inactive.len() as u32];
+        want.extend(&active);
+        want.extend(&inactive);
+        assert_eq!(got, want, "slots {slots}, seed {s}");
+        let tiles = 130u32.div_ceil(64);
+        let zero_groups = (130u32 * 40).div_ceil(256);
+        assert_eq!(
+            args,
+            vec![
+                tiles,
+                active.len() as u32,
+                1,
+                zero_groups,
+                inactive.len() as u32,
+                1
+            ],
+            "indirect arguments, slots {slots}, seed {s}"
+        );
+    }
+}
+
+/// Runs masked attention (skipped heads keep `out`'s previous contents) with the work
+/// counter, next to the unmasked run, and checks: skipped heads do no work and keep
+/// their bytes; active heads equal the unmasked run exactly.
+fn check_masked_run(case: Case, mask: Vec<u32>, rng: &mut rand::rngs::StdRng, s: u64) {
+    let g = gpu();
+    let Case {
+        batch,
+        heads,
+        n_q,
+        n_k,
+        d,
+    } = case;
+    let slots = batch * heads;
+    let hd = heads * d;
+    let q = random_tensor(rng, &[batch, n_q, hd]);
+    let k = random_tensor(rng, &[batch, n_k, hd]);
+    let v = random_tensor(rng, &[batch, n_k, hd]);
+    let opts = AttentionOptions::new(batch, heads, d);
+
+    let full_count = g.upload_u32("count", &[1], &[0]).unwrap();
+    let mut b = g.batch();
+    let full = b
+        .attention(
+            &q,
+            &k,
+            &v,
+            &AttentionOptions {
+                count_work: Some(&full_count),
+                ..opts
+            },
+        )
+        .unwrap();
+    b.submit().unwrap();
+
+    let sentinel = 7.25f32;
+    let out = g
+        .upload_f32(
+            "out",
+            &[batch, n_q, hd],
+            DType::F32,
+            &vec![sentinel; batch * n_q * hd],
+        )
+        .unwrap();
+    let old_entropy = g
+        .upload_f32("entropy", &[batch, heads], DType::F32, &vec![-1.0; slots])
+        .unwrap();
+    let count = g.upload_u32("count", &[1], &[0]).unwrap();
+    let m = g.upload_u32("mask", &[slots], &mask).unwrap();
+    let mut b = g.batch();
+    let list = b.compact_heads(&m, n_q, d).unwrap();
+    let masked = b
+        .attention(
+            &q,
+            &k,
+            &v,
+            &AttentionOptions {
+                active_heads: Some(&list),
+                skipped: SkippedOutput::Keep,
+                out: Some(HeadView {
+                    tensor: &out,
+                    layout: HeadLayout::contiguous(n_q, heads, d),
+                    tokens: n_q,
+                }),
+                entropy_out: Some(&old_entropy),
+                count_work: Some(&count),
+                ..opts
+            },
+        )
+        .unwrap();
+    b.submit().unwrap();
+
+    let active = mask.iter().filter(|&&x| x != 0).count();
+    let full_work = block_on(g.read_u32(&full_count)).unwrap()[0] as usize;
+    let masked_work = block_on(g.read_u32(&count)).unwrap()[0] as usize;
+    assert_eq!(
+        full_work,
+        slots * n_q * n_k,
+        "unmasked run computes every score (seed {s})"
+    );
+    assert_eq!(
+        masked_work,
+        active * n_q * n_k,
+        "only active heads compute scores, mask {mask:?} (seed {s})"
+    );
+
+    let want = block_on(g.read_f32(&full.out)).unwrap();
+    let got = block_on(g.read_f32(&masked.out)).unwrap();
+    let want_e = block_on(g.read_f32(&full.entropy)).unwrap();
+    let got_e = block_on(g.read_f32(&masked.entropy)).unwrap();
+    for bi in 0..batch {
+        for h in 0..heads {
+            let slot = bi * heads + h;
+            for i in 0..n_q {
+                for c in 0..d {
+                    let idx = ((bi * n_q + i) * heads + h) * d + c;
+                    if mask[slot] != 0 {
+                        assert_eq!(
+                            got[idx].to_bits(),
+                            want[idx].to_bits(),
+                            "active head {slot} differs at {idx} (seed {s})"
+                        );
+                    } else {
+                        assert_eq!(
+                            got[idx], sentinel,
+                            "skipped head {slot} was written at {idx} (seed {s})"
+                        );
+                    }
+                }
+            }
+            if mask[slot] != 0 {
+                assert_eq!(
+                    got_e[slot], want_e[slot],
+                    "entropy of active head {slot} (seed {s})"
+                );
+            } else {
+                assert_eq!(
+                    got_e[slot], -1.0,
+                    "skipped head {slot} entropy must be left as it was (seed {s})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn masked_heads_do_no_work_and_active_heads_are_unaffected() {
+    let s = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(s);
+    for case in [
+        Case {
+            batch: 2,
+            heads: 4,
+            n_q: 130,
+            n_k: 77,
+            d: 40,
+        },
+        Case {
+            batch: 1,
+            heads: 5,
+            n_q: 64,
+            n_k: 64,
+            d: 80,
+        },
+    ] {
+        let mask = random_mask(&mut rng, case.batch * case.heads);
+        check_masked_run(case, mask, &mut rng, s);
+    }
+}
+
+#[test]
+fn all_heads_masked_computes_nothing_and_none_masked_equals_unmasked() {
+    let s = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(s);
+    check_masked_run(
+        Case {
+            batch: 1,
+            heads: 3,
+            n_q: 70,
+            n_k: 20,
+            d: 33,
+        },
+        vec![0, 0, 0],
+        &mut rng,
+        s,
+    );
+    check_masked_run(
+        Case {
+            batch: 1,
+            heads: 3,
+            n_q: 70,
+            n_k: 20,
+            d: 33,
+        },
+        vec![1, 1, 1],
+        &mut rng,
+        s,
+    );
+}
+
+#[test]
+fn skipped_heads_output_zeros_when_asked() {
+    let s = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(s);
+    let g = gpu();
+    let (batch, heads, n_q, n_k, d) = (2, 3, 100, 77, 64);
+    let q = random_tensor(&mut rng, &[batch, n_q, heads * d]);
+    let k = random_tensor(&mut rng, &[batch, n_k, heads * d]);
+    let v = random_tensor(&mut rng, &[batch, n_k, heads * d]);
+    let mask = random_mask(&mut rng, batch * heads);
+    let m = g.upload_u32("mask", &[batch * heads], &mask).unwrap();
+    let opts = AttentionOptions::new(batch, heads, d);
+    // Poison the pool so a missed zero shows as NaN.
+    fovea_gpu::selfcheck::Checker::new(g, s)
+        .poison(&[batch, n_q, heads * d], DType::F32)
+        .unwrap();
+    let mut b = g.batch();
+    let list = b.compact_heads(&m, n_q, d).unwrap();
+    let masked = b
+        .attention(
+            &q,
+            &k,
+            &v,
+            &AttentionOptions {
+                active_heads: Some(&list),
+                skipped: SkippedOutput::Zero,
+                ..opts
+            },
+        )
+        .unwrap();
+    let full = b.attention(&q, &k, &v, &opts).unwrap();
+    b.submit().unwrap();
+    let got = block_on(g.read_f32(&masked.out)).unwrap();
+    let want = block_on(g.read_f32(&full.out)).unwrap();
+    let got_e = block_on(g.read_f32(&masked.entropy)).unwrap();
+    for (idx, (g_val, w_val)) in got.iter().zip(&want).enumerate() {
+        let slot = (idx / (heads * d) / n_q) * heads + (idx / d) % heads;
+        if mask[slot] != 0 {
+            assert_eq!(
+                g_val.to_bits(),
+                w_val.to_bits(),
+                "active head {slot} at {idx} (seed {s})"
+            );
+        } else {
+            assert_eq!(
+                *g_val, 0.0,
+                "skipped head {slot} at {idx} must be zero (seed {s})"
+            );
+        }
+    }
+    for (slot, e) in got_e.iter().enumerate() {
+        if mask[slot] == 0 {
+            assert_eq!(
+                *e, 0.0,
+                "a fresh entropy tensor reads 0 for skipped head {slot}"
+            );
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Every kernel against the float64 reference on fresh random inputs, at several shapes
+//! including ones that are not multiples of the tile sizes (64 for matmul/conv tiles
+//! and attention query tiles, 16 for K slices and key tiles, 256 for elementwise
+//! workgroups). Bounds: selfcheck::F32_BOUND (1e-5) and F16_BOUND (2e-3), normalised
+//! max error; outputs are poisoned with NaN first.
+
+mod common;
+
+use common::{checker, dtypes, expect_pass};
+use fovea_gpu::{Activation, BinaryOp};
+use pollster::block_on;
+
+#[test]
+fn activations_match_reference() {
+    let mut c = checker();
+    for dt in dtypes() {
+        for act in [
+            Activation::Identity,
+            Activation::Silu,
+            Activation::Gelu,
+            Activation::QuickGelu,
+        ] {
+            for shape in [&[1][..], &[257], &[3, 1000]] {
+                expect_pass(c.seed, block_on(c.unary(act, shape, dt)));
+            }
+        }
+    }
+}
+
+#[test]
+fn broadcast_binary_ops_match_reference() {
+    let mut c = checker();
+    for dt in dtypes() {
+        for op in [BinaryOp::Add, BinaryOp::Mul] {
+            expect_pass(
+                c.seed,
+                block_on(c.binary(op, &[2, 3, 5, 7], &[2, 3, 5, 7], dt)),
+            );
+            expect_pass(c.seed, block_on(c.binary(op, &[2, 3, 5, 7], &[7], dt)));
+            expect_pass(
+                c.seed,
+                block_on(c.binary(op, &[2, 320, 9], &[1, 320, 1], dt)),
+            );
+            expect_pass(c.seed, block_on(c.binary(op, &[4, 1], &[1, 300], dt)));
+        }
+    }
+}
+
+#[test]
+fn geglu_matches_reference() {
+    let mut c = checker();
+    for dt in dtypes() {
+        expect_pass(c.seed, block_on(c.geglu(1, 1, dt)));
+        expect_pass(c.seed, block_on(c.geglu(33, 160, dt)));
+    }
+}
+
+#[test]
+fn matmul_matches_reference_on_awkward_shapes() {
+    let mut c = checker();
+    for dt in dtypes() {
+        // (batch, m, n, k, trans_a, trans_b, bias, b_batched)
+        let cases = [
+            (1, 1, 1, 1, false, false, false, true),
+            (1, 64, 64, 16, false, false, false, true),
+            (1, 65, 33, 70, false, false, true, true),
+            (3, 17, 129, 31, true, false, false, true),
+            (2, 40, 50, 77, false, true, true, false),
+            (2, 77, 77, 40, true, true, false, true),
+            (1, 130, 257, 200, false, true, true, false),
+        ];
+        for (batch, m, n, k, ta, tb, bias, bb) in cases {
+            expect_pass(
+                c.seed,
+                block_on(c.matmul(batch, m, n, k, ta, tb, bias, bb, dt)),
+            );
+        }
+    }
+}
+
+#[test]
+fn conv2d_matches_reference_for_sd_kernel_shapes() {
+    let mut c = checker();
+    for dt in dtypes() {
+        // (n, c_in, h, w, c_out, kernel, stride, pad, bias)
+        let cases = [
+            (1, 4, 8, 8, 8, 3, 1, 1, true),    // 3x3 stride 1 (resnet conv)
+            (2, 3, 13, 11, 5, 3, 1, 1, false), // odd sizes
+            (1, 8, 16, 15, 8, 3, 2, 1, true),  // stride-2 downsample (diffusers pads 1)
+            (1, 70, 9, 7, 65, 1, 1, 0, true),  // 1x1 projection, channels past a tile
+            (1, 5, 6, 6, 3, 3, 2, 0, true),    // stride 2 without padding
+            (1, 33, 12, 12, 17, 3, 1, 1, true),
+        ];
+        for (n, ci, h, w, co, k, s, p, b) in cases {
+            expect_pass(c.seed, block_on(c.conv2d(n, ci, h, w, co, k, s, p, b, dt)));
+        }
+    }
+}
+
+#[test]
+fn norms_and_softmax_match_reference() {
+    let mut c = checker();
+    for dt in dtypes() {
+        expect_pass(c.seed, block_on(c.group_norm(2, 32, 64, 32, false, dt)));
+        expect_pass(c.seed, block_on(c.group_norm(1, 64, 81, 8, true, dt)));
+        expect_pass(c.seed, block_on(c.group_norm(3, 6, 5, 3, true, dt)));
+        expect_pass(c.seed, block_on(c.layer_norm(7, 320, dt)));
+        expect_pass(c.seed, block_on(c.layer_norm(3, 1, dt)));
+        expect_pass(c.seed, block_on(c.layer_norm(2, 1280, dt)));
+        expect_pass(c.seed, block_on(c.softmax(5, 77, dt)));
+        expect_pass(c.seed, block_on(c.softmax(2, 1000, dt)));
+    }
+}
+
+#[test]
+fn layout_ops_are_exact() {
+    let mut c = checker();
+    for dt in dtypes() {
+        expect_pass(c.seed, block_on(c.upsample(2, 3, 5, 7, dt)));
+        expect_pass(c.seed, block_on(c.upsample(1, 1, 1, 1, dt)));
+        expect_pass(c.seed, block_on(c.concat(2, 3, 5, 7, dt)));
+        expect_pass(c.seed, block_on(c.concat(1, 64, 1, 33, dt)));
+    }
+}
+
+#[test]
+fn timestep_embedding_matches_diffusers_definition() {
+    let mut c = checker();
+    for dt in dtypes() {
+        expect_pass(c.seed, block_on(c.timestep(4, 320, true, 0.0, dt)));
+        expect_pass(c.seed, block_on(c.timestep(2, 33, false, 1.0, dt)));
+    }
+}
+
+#[test]
+fn attention_matches_reference_at_sd_head_dims() {
+    let mut c = checker();
+    for dt in dtypes() {
+        // (batch, heads, n_q, n_k, head_dim, causal): SD 1.5 uses D=40/80/160, SD 2.1 D=64;
+        // key lengths 77 (text) and N (self); 33 is an odd head_dim.
+        let cases = [
+            (2, 2, 64, 77, 40, false),
+            (1, 1, 1024, 77, 40, false),
+            (1, 1, 1024, 1024, 64, false),
+            (1, 2, 256, 256, 80, false),
+            (1, 1, 300, 300, 160, false),
+            (2, 1, 100, 77, 160, false),
+            (1, 3, 65, 65, 33, false),
+            (1, 2, 77, 77, 64, true),
+            (1, 1, 1, 1, 40, false),
+        ];
+        for (b, h, nq, nk, d, causal) in cases {
+            expect_pass(c.seed, block_on(c.attention(b, h, nq, nk, d, causal, dt)));
+        }
+        expect_pass(c.seed, block_on(c.attention_fused_qkv(2, 3, 70, 40, dt)));
+    }
+}

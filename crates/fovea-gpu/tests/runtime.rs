@@ -1,0 +1,316 @@
+//! The runtime around the kernels: error paths name the op, shapes and limits without
+//! panicking or losing the device; the pool reuses buffers and tracks its peak; a
+//! batch of chained ops is one submission; profiling returns per-op GPU times.
+
+mod common;
+
+use common::gpu;
+use fovea_gpu::{AttentionOptions, DType, Gpu, GpuError, GpuOptions, MatmulOptions};
+use pollster::block_on;
+
+fn zeros(shape: &[usize]) -> fovea_gpu::Tensor {
+    let n = shape.iter().product();
+    gpu()
+        .upload_f32("zeros", shape, DType::F32, &vec![0.0; n])
+        .unwrap()
+}
+
+#[test]
+fn shape_mismatches_name_the_op_and_shapes() {
+    let g = gpu();
+    let mut b = g.batch();
+    let e = b
+        .matmul(
+            &zeros(&[2, 3, 4]),
+            &zeros(&[5, 6]),
+            None,
+            MatmulOptions::default(),
+        )
+        .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.starts_with("matmul:") && msg.contains("(2, 3, 4)") && msg.contains("(5, 6)"),
+        "{msg}"
+    );
+
+    let e = b
+        .conv2d(&zeros(&[1, 3, 8, 8]), &zeros(&[4, 5, 3, 3]), None, 1, 1)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("conv2d") && e.to_string().contains("input channels"),
+        "{e}"
+    );
+
+    let e = b.add(&zeros(&[2, 3]), &zeros(&[4])).unwrap_err();
+    assert!(e.to_string().contains("do not broadcast"), "{e}");
+
+    let e = b
+        .group_norm(&zeros(&[1, 6, 4]), 4, None, 1e-5, false)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("groups") && e.to_string().contains("divisor"),
+        "{e}"
+    );
+
+    let e = b.geglu(&zeros(&[3, 5])).unwrap_err();
+    assert!(e.to_string().contains("even last dimension"), "{e}");
+
+    let e = zeros(&[2, 3]).reshape(&[7]).unwrap_err();
+    assert!(
+        e.to_string().contains("(2, 3)") && e.to_string().contains("(7,)"),
+        "{e}"
+    );
+
+    let e = b
+        .attention(
+            &zeros(&[1, 4, 8]),
+            &zeros(&[1, 5, 8]),
+            &zeros(&[1, 6, 8]),
+            &AttentionOptions::new(1, 2, 4),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("k has 5 tokens but v has 6"), "{e}");
+
+    // Nothing was recorded by the failed calls, and the device still works.
+    assert_eq!(b.dispatch_count(), 0);
+    b.submit().unwrap();
+    let mut b = g.batch();
+    let y = b.scale(&zeros(&[3]), 1.0, 2.0).unwrap();
+    b.submit().unwrap();
+    assert_eq!(block_on(g.read_f32(&y)).unwrap(), vec![2.0; 3]);
+}
+
+#[test]
+fn invalid_parameters_are_errors() {
+    let g = gpu();
+    let mut b = g.batch();
+    let e = b
+        .attention(
+            &zeros(&[1, 4, 200]),
+            &zeros(&[1, 4, 200]),
+            &zeros(&[1, 4, 200]),
+            &AttentionOptions::new(1, 1, 200),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            GpuError::Param {
+                param: "head_dim",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = b
+        .conv2d(&zeros(&[1, 1, 4, 4]), &zeros(&[1, 1, 3, 3]), None, 0, 1)
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            GpuError::Param {
+                param: "stride",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = b.layer_norm(&zeros(&[2, 4]), None, f32::NAN).unwrap_err();
+    assert!(matches!(e, GpuError::Param { param: "eps", .. }), "{e}");
+    let e = b.softmax(&zeros(&[2, 4]), f32::INFINITY).unwrap_err();
+    assert!(matches!(e, GpuError::Param { param: "scale", .. }), "{e}");
+    let mut opts = AttentionOptions::new(1, 1, 8);
+    opts.scale = Some(f32::NAN);
+    let e = b
+        .attention(
+            &zeros(&[1, 4, 8]),
+            &zeros(&[1, 4, 8]),
+            &zeros(&[1, 4, 8]),
+            &opts,
+        )
+        .unwrap_err();
+    assert!(matches!(e, GpuError::Param { param: "scale", .. }), "{e}");
+}
+
+#[test]
+fn buffers_beyond_the_adapter_limit_are_refused_with_the_limit_named() {
+    let g = gpu();
+    let limit = g.limits().max_storage_buffer_binding_size;
+    let elems = (limit / 4 + 1) as usize;
+    let e = g.empty("test_op", &[elems], DType::F32).unwrap_err();
+    match &e {
+        GpuError::Limit {
+            op,
+            limit: name,
+            requested,
+            available,
+            ..
+        } => {
+            assert_eq!(*op, "test_op");
+            assert_eq!(*name, "max_storage_buffer_binding_size");
+            assert!(requested > available);
+        }
+        other => panic!("expected a limit error, got {other}"),
+    }
+    assert!(
+        e.to_string().contains("max_storage_buffer_binding_size"),
+        "{e}"
+    );
+    // An upload whose data does not match its shape.
+    let e = g
+        .upload_f32("weights", &[2, 2], DType::F32, &[1.0; 3])
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("weights") && e.to_string().contains("4 elements"),
+        "{e}"
+    );
+}
+
+#[test]
+fn f16_on_a_device_without_shader_f16_is_a_clear_error() {
+    // Open a second device with f16 disabled: the same refusal as on adapters that lack it.
+    let g = block_on(Gpu::new(GpuOptions {
+        allow_f16: false,
+        ..Default::default()
+    }))
+    .unwrap();
+    let e = g.upload_f32("x", &[4], DType::F16, &[0.0; 4]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            GpuError::Dtype {
+                dtype: DType::F16,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("shader-f16"), "{e}");
+    let e = g.empty("matmul", &[4], DType::F16).unwrap_err();
+    assert!(e.to_string().starts_with("matmul:"), "{e}");
+}
+
+#[test]
+fn mixed_dtypes_are_refused() {
+    let g = gpu();
+    if !g.capabilities().shader_f16 {
+        eprintln!(
+            "skipped: adapter `{}` has no shader-f16",
+            g.adapter_info().name
+        );
+        return;
+    }
+    let h = g.upload_f32("h", &[2, 2], DType::F16, &[0.0; 4]).unwrap();
+    let mut b = g.batch();
+    let e = b.add(&zeros(&[2, 2]), &h).unwrap_err();
+    assert!(e.to_string().contains("mix f32 and f16"), "{e}");
+}
+
+#[test]
+fn chained_ops_run_as_one_submission() {
+    let g = gpu();
+    let x = g
+        .upload_f32("x", &[2, 3], DType::F32, &[1.0, -2.0, 3.0, 0.5, 0.0, -1.0])
+        .unwrap();
+    let w = g
+        .upload_f32(
+            "w",
+            &[4, 3],
+            DType::F32,
+            &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0],
+        )
+        .unwrap();
+    let bias = g
+        .upload_f32("bias", &[4], DType::F32, &[0.5, 0.5, 0.5, 0.5])
+        .unwrap();
+    let mut b = g.batch();
+    let h = b.linear(&x, &w, Some(&bias)).unwrap();
+    let h = b.silu(&h).unwrap();
+    let y = b.add(&h, &bias).unwrap();
+    assert_eq!(b.dispatch_count(), 3);
+    b.submit().unwrap();
+    let got = block_on(g.read_f32(&y)).unwrap();
+    let silu = |v: f64| v / (1.0 + (-v).exp());
+    let rows = [[1.0, -2.0, 3.0], [0.5, 0.0, -1.0]];
+    for (r, row) in rows.iter().enumerate() {
+        let lin = [
+            row[0] + 0.5,
+            row[1] + 0.5,
+            row[2] + 0.5,
+            row.iter().sum::<f64>() + 0.5,
+        ];
+        for (c, v) in lin.iter().enumerate() {
+            let want = silu(*v) + 0.5;
+            assert!(
+                (got[r * 4 + c] as f64 - want).abs() < 1e-5,
+                "[{r},{c}] got {} want {want}",
+                got[r * 4 + c]
+            );
+        }
+    }
+}
+
+#[test]
+fn pool_reuses_buffers_and_reports_its_peak() {
+    // A private device so other tests' allocations do not interleave.
+    let g = block_on(Gpu::new(GpuOptions::default())).unwrap();
+    let before = g.pool_stats();
+    assert_eq!(before.in_use, 0);
+    let a = g.empty("t", &[1024], DType::F32).unwrap();
+    let b = g.empty("t", &[1024], DType::F32).unwrap();
+    let s = g.pool_stats();
+    assert_eq!(s.in_use, 8192);
+    assert_eq!(s.buffers_created, 2);
+    drop(a);
+    drop(b);
+    let s = g.pool_stats();
+    assert_eq!((s.in_use, s.peak_in_use, s.allocated), (0, 8192, 8192));
+    // 3996 bytes round up to the same 4096-byte bucket: reused, nothing created.
+    let c = g.empty("t", &[999], DType::F32).unwrap();
+    let s = g.pool_stats();
+    assert_eq!((s.buffers_created, s.reuses, s.in_use), (2, 1, 4096));
+    drop(c);
+    g.trim_pool();
+    assert_eq!(g.pool_stats().allocated, 0);
+    g.reset_peak();
+    assert_eq!(g.pool_stats().peak_in_use, 0);
+}
+
+#[test]
+fn pipelines_are_cached_and_labelled() {
+    let g = block_on(Gpu::new(GpuOptions::default())).unwrap();
+    let x = g.upload_f32("x", &[4], DType::F32, &[1.0; 4]).unwrap();
+    for _ in 0..3 {
+        let mut b = g.batch();
+        b.silu(&x).unwrap();
+        b.gelu(&x).unwrap();
+        b.submit().unwrap();
+    }
+    // One module variant, one pipeline per entry point used.
+    assert_eq!(g.cached_pipelines(), 1);
+}
+
+#[test]
+fn profiled_batches_time_each_op() {
+    let g = gpu();
+    let x = zeros(&[64, 64]);
+    let mut b = g.profiled_batch();
+    let y = b.matmul(&x, &x, None, MatmulOptions::default()).unwrap();
+    b.silu(&y).unwrap();
+    let timings = block_on(b.submit().unwrap().timings()).unwrap();
+    if !g.capabilities().timestamps {
+        assert!(timings.is_empty());
+        eprintln!(
+            "skipped: adapter `{}` has no timestamp queries",
+            g.adapter_info().name
+        );
+        return;
+    }
+    let labels: Vec<&str> = timings.iter().map(|t| t.label.as_str()).collect();
+    assert_eq!(labels, ["matmul:f32/matmul", "elementwise:f32/unary"]);
+    assert!(
+        timings
+            .iter()
+            .all(|t| t.gpu_ns.is_finite() && t.gpu_ns >= 0.0)
+    );
+}

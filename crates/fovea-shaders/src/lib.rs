@@ -1,0 +1,477 @@
+//! fovea's WGSL kernels as data: every kernel source (embedded from `shaders/`), the
+//! define sets the engine may instantiate it with, the tiny preprocessor that turns a
+//! (kernel, dtype, defines) triple into one WGSL module, and the single table of which
+//! backends each variant can target. The GPU runtime compiles exactly these variants and
+//! `cargo xtask shaders` validates exactly these variants, so the two cannot drift.
+//!
+//! The crate has no dependencies, so the dependency-light `xtask` can use it.
+
+use std::fmt;
+
+/// Storage dtype of a kernel's tensors. Arithmetic is always f32 inside the kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dtype {
+    /// 32-bit float storage; available on every adapter.
+    F32,
+    /// 16-bit float storage; needs the adapter's `shader-f16` feature.
+    F16,
+}
+
+impl Dtype {
+    /// Both dtypes, f32 first.
+    pub const ALL: [Dtype; 2] = [Dtype::F32, Dtype::F16];
+
+    /// Size of one element in bytes.
+    pub fn size_bytes(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 => 2,
+        }
+    }
+
+    /// The WGSL scalar type name.
+    pub fn wgsl(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+        }
+    }
+}
+
+impl fmt::Display for Dtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.wgsl())
+    }
+}
+
+/// A backend shading language that a kernel is translated to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Target {
+    /// Vulkan.
+    SpirV,
+    /// Metal.
+    Msl,
+    /// Direct3D 12.
+    Hlsl,
+    /// OpenGL / GLES (wgpu's GL backend).
+    Glsl,
+}
+
+impl Target {
+    /// Every target.
+    pub const ALL: [Target; 4] = [Target::SpirV, Target::Msl, Target::Hlsl, Target::Glsl];
+
+    /// Short lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::SpirV => "spirv",
+            Target::Msl => "msl",
+            Target::Hlsl => "hlsl",
+            Target::Glsl => "glsl",
+        }
+    }
+}
+
+/// Source of the helpers every kernel may call (`silu`, `gelu`, `flat_workgroup`, ...).
+pub const COMMON_SOURCE: &str = include_str!("../../../shaders/common.wgsl");
+
+/// One WGSL file: an op family with its entry points and allowed define sets.
+#[derive(Debug)]
+pub struct Kernel {
+    /// File stem in `shaders/`, also the first part of every pipeline label.
+    pub name: &'static str,
+    /// WGSL source (before preprocessing).
+    pub source: &'static str,
+    /// Compute entry points.
+    pub entry_points: &'static [&'static str],
+    /// Every define set the engine may instantiate; each is (name, value) pairs.
+    /// Kernels without defines list one empty set.
+    pub define_sets: &'static [&'static [(&'static str, u32)]],
+}
+
+macro_rules! kernel_source {
+    ($name:literal) => {
+        include_str!(concat!("../../../shaders/", $name, ".wgsl"))
+    };
+}
+
+/// Elementwise activations, scale, broadcast add/mul, GEGLU.
+pub const ELEMENTWISE: Kernel = Kernel {
+    name: "elementwise",
+    source: kernel_source!("elementwise"),
+    entry_points: &["unary", "binary", "geglu"],
+    define_sets: &[&[]],
+};
+
+/// Batched matmul with transposes and bias.
+pub const MATMUL: Kernel = Kernel {
+    name: "matmul",
+    source: kernel_source!("matmul"),
+    entry_points: &["matmul"],
+    define_sets: &[&[]],
+};
+
+/// 2D convolution (implicit GEMM).
+pub const CONV2D: Kernel = Kernel {
+    name: "conv2d",
+    source: kernel_source!("conv2d"),
+    entry_points: &["conv2d"],
+    define_sets: &[&[]],
+};
+
+/// Group norm (+SiLU), layer norm, softmax.
+pub const NORM: Kernel = Kernel {
+    name: "norm",
+    source: kernel_source!("norm"),
+    entry_points: &["group_norm", "layer_norm", "softmax"],
+    define_sets: &[&[]],
+};
+
+/// Nearest 2x upsample and channel copies (concat).
+pub const LAYOUT: Kernel = Kernel {
+    name: "layout",
+    source: kernel_source!("layout"),
+    entry_points: &["upsample_nearest2x", "copy_channels"],
+    define_sets: &[&[]],
+};
+
+/// Sinusoidal timestep embedding.
+pub const TIMESTEP: Kernel = Kernel {
+    name: "timestep",
+    source: kernel_source!("timestep"),
+    entry_points: &["timestep_embedding"],
+    define_sets: &[&[]],
+};
+
+/// Fused attention with per-head entropy. `D_MAX` bounds the head dimension (the
+/// per-thread query and accumulator rows are that long); `KEY_TILE` keys are staged in
+/// workgroup memory at a time: (2 * KEY_TILE * D_MAX + 64) * 4 bytes, 8.3 KiB for
+/// D_MAX 64 (inside WebGPU's 16 KiB default) and 20.3 KiB for D_MAX 160.
+/// `COUNT_WORK` adds a test-only counter of computed scores.
+pub const ATTENTION: Kernel = Kernel {
+    name: "attention",
+    source: kernel_source!("attention"),
+    entry_points: &["attention"],
+    define_sets: &[
+        &[("D_MAX", 64), ("KEY_TILE", 16), ("COUNT_WORK", 0)],
+        &[("D_MAX", 160), ("KEY_TILE", 16), ("COUNT_WORK", 0)],
+        &[("D_MAX", 64), ("KEY_TILE", 16), ("COUNT_WORK", 1)],
+        &[("D_MAX", 160), ("KEY_TILE", 16), ("COUNT_WORK", 1)],
+    ],
+};
+
+/// Per-head entropy means, active-head compaction, zeroing of skipped heads.
+pub const ATTENTION_HEADS: Kernel = Kernel {
+    name: "attention_heads",
+    source: kernel_source!("attention_heads"),
+    entry_points: &["entropy_reduce", "compact_heads", "zero_heads"],
+    define_sets: &[&[]],
+};
+
+/// Every kernel the engine has.
+pub const KERNELS: &[&Kernel] = &[
+    &ELEMENTWISE,
+    &MATMUL,
+    &CONV2D,
+    &NORM,
+    &LAYOUT,
+    &TIMESTEP,
+    &ATTENTION,
+    &ATTENTION_HEADS,
+];
+
+/// A kernel instantiated with a dtype and one of its define sets.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Variant {
+    /// Kernel file stem.
+    pub kernel: &'static str,
+    /// Storage dtype.
+    pub dtype: Dtype,
+    /// The define set, in the kernel's declared order.
+    pub defines: Vec<(&'static str, u32)>,
+}
+
+/// Why a variant could not be instantiated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VariantError {
+    /// No kernel of that name.
+    UnknownKernel(String),
+    /// The define set is not one the kernel declares.
+    UndeclaredDefines {
+        /// Kernel name.
+        kernel: &'static str,
+        /// The requested defines.
+        requested: String,
+    },
+    /// A `#if`/`#else`/`#endif` block is malformed.
+    Preprocess {
+        /// Kernel name.
+        kernel: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl fmt::Display for VariantError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            VariantError::UnknownKernel(name) => write!(f, "no kernel named `{name}`"),
+            VariantError::UndeclaredDefines { kernel, requested } => write!(
+                f,
+                "kernel `{kernel}` declares no define set {requested}; add it to its \
+                 define_sets so that `cargo xtask shaders` validates it"
+            ),
+            VariantError::Preprocess {
+                kernel,
+                line,
+                message,
+            } => {
+                write!(f, "{kernel}.wgsl line {line}: {message}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for VariantError {}
+
+/// Looks a kernel up by name.
+pub fn kernel(name: &str) -> Option<&'static Kernel> {
+    KERNELS.iter().copied().find(|k| k.name == name)
+}
+
+impl Variant {
+    /// Instantiates `kernel` with `dtype` and `defines`, which must be one of the
+    /// kernel's declared define sets (order-insensitive).
+    pub fn new(
+        kernel_name: &str,
+        dtype: Dtype,
+        defines: &[(&str, u32)],
+    ) -> Result<Variant, VariantError> {
+        let k = kernel(kernel_name)
+            .ok_or_else(|| VariantError::UnknownKernel(kernel_name.to_string()))?;
+        let declared = k.define_sets.iter().find(|set| {
+            set.len() == defines.len()
+                && defines
+                    .iter()
+                    .all(|(n, v)| set.iter().any(|(sn, sv)| sn == n && sv == v))
+        });
+        match declared {
+            Some(set) => Ok(Variant {
+                kernel: k.name,
+                dtype,
+                defines: set.to_vec(),
+            }),
+            None => Err(VariantError::UndeclaredDefines {
+                kernel: k.name,
+                requested: format!("{defines:?}"),
+            }),
+        }
+    }
+
+    /// The kernel this variant instantiates.
+    pub fn kernel(&self) -> &'static Kernel {
+        kernel(self.kernel).expect("variants are only built from registered kernels")
+    }
+
+    /// A stable, human-readable label: `attention:f16:D_MAX=64,KEY_TILE=32,COUNT_WORK=0`.
+    pub fn label(&self) -> String {
+        let defs: Vec<String> = self
+            .defines
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect();
+        if defs.is_empty() {
+            format!("{}:{}", self.kernel, self.dtype)
+        } else {
+            format!("{}:{}:{}", self.kernel, self.dtype, defs.join(","))
+        }
+    }
+
+    /// The complete WGSL module for this variant.
+    pub fn source(&self) -> Result<String, VariantError> {
+        preprocess(self.kernel().source, self.kernel, self.dtype, &self.defines)
+    }
+
+    /// Whether the variant needs the adapter's `shader-f16` feature.
+    pub fn needs_f16(&self) -> bool {
+        self.dtype == Dtype::F16
+    }
+
+    /// Backends this variant cannot target, each with the reason. This is the single
+    /// place where such exceptions are declared; `cargo xtask shaders` translates every
+    /// variant to every other target and fails on any error.
+    pub fn unsupported_targets(&self) -> Vec<(Target, &'static str)> {
+        let mut out = Vec::new();
+        if self.dtype == Dtype::F16 {
+            // wgpu's GL backend never exposes SHADER_F16; GL adapters run the f32 variants.
+            out.push((
+                Target::Glsl,
+                "f16 storage: wgpu's GL backend has no shader-f16 (the f32 variant runs there)",
+            ));
+        }
+        out
+    }
+}
+
+/// Every variant the engine may instantiate: each kernel x dtype x declared define set.
+pub fn all_variants() -> Vec<Variant> {
+    let mut out = Vec::new();
+    for k in KERNELS {
+        for dtype in Dtype::ALL {
+            for set in k.define_sets {
+                out.push(Variant {
+                    kernel: k.name,
+                    dtype,
+                    defines: set.to_vec(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Builds one WGSL module: a header (`enable f16;` when needed, `alias elem`, one
+/// `const` per define), the common helpers, then `source` with `#if NAME` / `#else` /
+/// `#endif` lines resolved (NAME true when its define is nonzero). Lines removed by
+/// the preprocessor become blank so naga's line numbers still match the file.
+pub fn preprocess(
+    source: &str,
+    kernel_name: &str,
+    dtype: Dtype,
+    defines: &[(&str, u32)],
+) -> Result<String, VariantError> {
+    let mut out = String::with_capacity(source.len() + COMMON_SOURCE.len() + 256);
+    if dtype == Dtype::F16 {
+        out.push_str("enable f16;\n");
+    }
+    out.push_str(&format!("alias elem = {};\n", dtype.wgsl()));
+    for (name, value) in defines {
+        out.push_str(&format!("const {name}: u32 = {value}u;\n"));
+    }
+    out.push_str(COMMON_SOURCE);
+    out.push('\n');
+
+    let err = |line: usize, message: String| VariantError::Preprocess {
+        kernel: kernel_name.to_string(),
+        line,
+        message,
+    };
+    // Stack of (this block's condition, whether we are in its #else part).
+    let mut stack: Vec<(bool, bool)> = Vec::new();
+    for (i, line) in source.lines().enumerate() {
+        let trimmed = line.trim();
+        let active = stack.iter().all(|(cond, in_else)| *cond != *in_else);
+        if let Some(name) = trimmed.strip_prefix("#if ") {
+            let name = name.trim();
+            let value = defines
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| err(i + 1, format!("#if on undefined name `{name}`")))?;
+            stack.push((value != 0, false));
+            out.push('\n');
+        } else if trimmed == "#else" {
+            match stack.last_mut() {
+                Some((_, in_else)) if !*in_else => *in_else = true,
+                _ => return Err(err(i + 1, "#else without #if".into())),
+            }
+            out.push('\n');
+        } else if trimmed == "#endif" {
+            stack
+                .pop()
+                .ok_or_else(|| err(i + 1, "#endif without #if".into()))?;
+            out.push('\n');
+        } else if trimmed.starts_with('#') {
+            return Err(err(i + 1, format!("unknown directive `{trimmed}`")));
+        } else if active {
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            out.push('\n');
+        }
+    }
+    if !stack.is_empty() {
+        return Err(err(source.lines().count(), "unterminated #if".into()));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preprocessor_keeps_only_the_taken_branch() {
+        let src = "a\n#if X\nb\n#else\nc\n#endif\nd\n";
+        let on = preprocess(src, "t", Dtype::F32, &[("X", 1)]).unwrap();
+        let off = preprocess(src, "t", Dtype::F32, &[("X", 0)]).unwrap();
+        let body = |s: &str| {
+            s[s.find(COMMON_SOURCE).unwrap() + COMMON_SOURCE.len()..]
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(body(&on), "a b d");
+        assert_eq!(body(&off), "a c d");
+        assert!(on.starts_with("alias elem = f32;\nconst X: u32 = 1u;\n"));
+    }
+
+    #[test]
+    fn preprocessor_rejects_malformed_blocks() {
+        for bad in [
+            "#if X\na\n",
+            "#endif\n",
+            "#else\n",
+            "#if Y\n#endif\n",
+            "#pragma\n",
+        ] {
+            assert!(
+                preprocess(bad, "t", Dtype::F32, &[("X", 1)]).is_err(),
+                "{bad:?} should fail"
+            );
+        }
+    }
+
+    #[test]
+    fn f16_variants_enable_f16_first() {
+        let v = Variant::new("matmul", Dtype::F16, &[]).unwrap();
+        assert!(
+            v.source()
+                .unwrap()
+                .starts_with("enable f16;\nalias elem = f16;\n")
+        );
+    }
+
+    #[test]
+    fn undeclared_define_sets_are_refused() {
+        let e = Variant::new("attention", Dtype::F32, &[("D_MAX", 96)]).unwrap_err();
+        assert!(e.to_string().contains("declares no define set"), "{e}");
+        assert!(Variant::new("nope", Dtype::F32, &[]).is_err());
+        let ok = Variant::new(
+            "attention",
+            Dtype::F32,
+            &[("COUNT_WORK", 0), ("KEY_TILE", 16), ("D_MAX", 160)],
+        )
+        .unwrap();
+        assert_eq!(
+            ok.label(),
+            "attention:f32:D_MAX=160,KEY_TILE=16,COUNT_WORK=0"
+        );
+    }
+
+    #[test]
+    fn every_variant_preprocesses_and_declares_all_entry_points() {
+        for v in all_variants() {
+            let src = v.source().unwrap();
+            for entry in v.kernel().entry_points {
+                assert!(
+                    src.contains(&format!("fn {entry}(")),
+                    "{} lacks {entry}",
+                    v.label()
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,147 @@
+// Head bookkeeping around attention.wgsl: per-head mean entropy, active-head list
+// compaction with indirect dispatch arguments, and zeroing of skipped heads.
+
+struct Params {
+    // B * H.
+    n_slots: u32,
+    n_q: u32,
+    n_query_tiles: u32,
+    head_dim: u32,
+    // Output layout (offset, batch stride, token stride, head stride) for zero_heads.
+    o_layout: vec4<u32>,
+    n_heads: u32,
+    // 1: entropy_reduce only visits the active heads of head_list.
+    use_head_list: u32,
+    // x extent of the zero_heads dispatch (ceil(n_q * head_dim / 256)).
+    zero_groups_x: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+
+// ---- entropy_reduce ----
+// entropy_partial: (B * H, n_query_tiles) sums of normalised entropy
+@group(0) @binding(1) var<storage, read> entropy_partial: array<f32>;
+// head_list: [n_active, n_inactive, slots...]
+@group(0) @binding(2) var<storage, read> head_list: array<u32>;
+// entropy: (B * H) mean normalised entropy per head, in [0, 1]
+@group(0) @binding(3) var<storage, read_write> entropy: array<f32>;
+
+@compute @workgroup_size(64)
+fn entropy_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
+    var slot = gid.x;
+    if params.use_head_list == 1u {
+        if gid.x >= head_list[0] {
+            return;
+        }
+        slot = head_list[2u + gid.x];
+    } else if slot >= params.n_slots {
+        return;
+    }
+    var sum = 0.0;
+    for (var t = 0u; t < params.n_query_tiles; t++) {
+        sum += entropy_partial[slot * params.n_query_tiles + t];
+    }
+    entropy[slot] = sum / f32(params.n_q);
+}
+
+// ---- compact_heads ----
+// mask: (B * H), nonzero = head computed
+@group(0) @binding(4) var<storage, read> mask: array<u32>;
+// list_out: [n_active, n_inactive, active slots in order..., inactive slots in order...]
+@group(0) @binding(5) var<storage, read_write> list_out: array<u32>;
+// dispatch_args: [n_query_tiles, n_active, 1, zero_groups_x, n_inactive, 1]
+@group(0) @binding(6) var<storage, read_write> dispatch_args: array<u32>;
+
+var<workgroup> scan: array<u32, 256>;
+
+// Inclusive prefix sum of `flag` over the workgroup (Hillis-Steele).
+fn workgroup_scan(flag: u32, lid: u32) -> u32 {
+    scan[lid] = flag;
+    workgroupBarrier();
+    for (var offset = 1u; offset < 256u; offset <<= 1u) {
+        var add = 0u;
+        if lid >= offset {
+            add = scan[lid - offset];
+        }
+        workgroupBarrier();
+        scan[lid] += add;
+        workgroupBarrier();
+    }
+    let r = scan[lid];
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(256)
+fn compact_heads(@builtin(local_invocation_index) lid: u32) {
+    let n = params.n_slots;
+    // Pass 1: count the active heads so inactive ones can be placed after them.
+    var n_active = 0u;
+    for (var base = 0u; base < n; base += 256u) {
+        let i = base + lid;
+        let flag = select(0u, 1u, i < n && mask[min(i, n - 1u)] != 0u);
+        n_active += workgroupBroadcastLast(workgroup_scan(flag, lid), lid);
+    }
+    // Pass 2: scatter.
+    var seen_active = 0u;
+    for (var base = 0u; base < n; base += 256u) {
+        let i = base + lid;
+        let in_range = i < n;
+        let is_active = in_range && mask[min(i, n - 1u)] != 0u;
+        let prefix = workgroup_scan(select(0u, 1u, is_active), lid);
+        let chunk_active = workgroupBroadcastLast(prefix, lid);
+        if in_range {
+            if is_active {
+                list_out[2u + seen_active + prefix - 1u] = i;
+            } else {
+                // Inactive heads before i: i - (active heads up to and including i).
+                let inactive_before = i - (seen_active + prefix);
+                list_out[2u + n_active + inactive_before] = i;
+            }
+        }
+        seen_active += chunk_active;
+    }
+    if lid == 0u {
+        list_out[0] = n_active;
+        list_out[1] = n - n_active;
+        dispatch_args[0] = params.n_query_tiles;
+        dispatch_args[1] = n_active;
+        dispatch_args[2] = 1u;
+        dispatch_args[3] = params.zero_groups_x;
+        dispatch_args[4] = n - n_active;
+        dispatch_args[5] = 1u;
+    }
+}
+
+// The last lane's inclusive prefix (the chunk total), read by every lane.
+fn workgroupBroadcastLast(prefix: u32, lid: u32) -> u32 {
+    if lid == 255u {
+        scan[0] = prefix;
+    }
+    workgroupBarrier();
+    let total = scan[0];
+    workgroupBarrier();
+    return total;
+}
+
+// ---- zero_heads ----
+// zero_list: the same list compact_heads wrote
+@group(0) @binding(7) var<storage, read> zero_list: array<u32>;
+// zero_out: attention output (B, N_q, H, D) through o_layout
+@group(0) @binding(8) var<storage, read_write> zero_out: array<elem>;
+
+@compute @workgroup_size(256)
+fn zero_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let slot = zero_list[2u + zero_list[0] + wg.y];
+    let e = wg.x * 256u + lid;
+    if e >= params.n_q * params.head_dim {
+        return;
+    }
+    let b = slot / params.n_heads;
+    let h = slot % params.n_heads;
+    let qi = e / params.head_dim;
+    let c = e % params.head_dim;
+    let o = params.o_layout;
+    zero_out[o.x + b * o.y + qi * o.z + h * o.w + c] = elem(0.0);
+}

@@ -1,0 +1,51 @@
+// Data movement: nearest-neighbour 2x upsampling and channel copies (concatenation).
+
+struct Params {
+    // Number of output elements written by this dispatch.
+    len: u32,
+    // upsample: input (H, W); copy: spatial size H*W and 0.
+    h: u32,
+    w: u32,
+    // copy_channels: channels of src, channels of dst, channel offset in dst.
+    src_channels: u32,
+    dst_channels: u32,
+    dst_channel_offset: u32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// src: upsample (B*C, H, W); copy (B, C_src, H*W)
+@group(0) @binding(1) var<storage, read> src: array<elem>;
+// dst: upsample (B*C, 2H, 2W); copy (B, C_dst, H*W)
+@group(0) @binding(2) var<storage, read_write> dst: array<elem>;
+
+@compute @workgroup_size(256)
+fn upsample_nearest2x(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                      @builtin(local_invocation_index) lid: u32) {
+    let i = flat_workgroup(wg, nwg) * 256u + lid;
+    if i >= params.len {
+        return;
+    }
+    let w2 = params.w * 2u;
+    let h2 = params.h * 2u;
+    let ox = i % w2;
+    let oy = (i / w2) % h2;
+    let plane = i / (w2 * h2);
+    dst[i] = src[(plane * params.h + oy / 2u) * params.w + ox / 2u];
+}
+
+// Copies src into dst's channels [offset, offset + C_src): two calls make a concat.
+@compute @workgroup_size(256)
+fn copy_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                 @builtin(local_invocation_index) lid: u32) {
+    let i = flat_workgroup(wg, nwg) * 256u + lid;
+    if i >= params.len {
+        return;
+    }
+    let spatial = params.h;
+    let s = i % spatial;
+    let c = (i / spatial) % params.src_channels;
+    let b = i / (spatial * params.src_channels);
+    dst[(b * params.dst_channels + params.dst_channel_offset + c) * spatial + s] = src[i];
+}

@@ -1,0 +1,154 @@
+// Normalisations: group norm (optionally fused with SiLU), layer norm, softmax.
+// One workgroup of 256 threads per normalised group/row; mean and variance are
+// computed in two passes (centred variance) in f32 for accuracy.
+
+const WG: u32 = 256u;
+
+struct Params {
+    // group_norm: batch; layer_norm/softmax: number of rows.
+    rows: u32,
+    // group_norm: channels; layer_norm/softmax: row length.
+    channels: u32,
+    // group_norm: spatial size H*W; unused otherwise.
+    spatial: u32,
+    // group_norm: number of groups; unused otherwise.
+    groups: u32,
+    eps: f32,
+    // 1: apply SiLU after the affine transform (group_norm, layer_norm).
+    fuse_silu: u32,
+    // 1: apply gamma/beta; 0: plain normalisation. softmax: the logit scale is `eps`.
+    affine: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// x: group_norm (B, C, H*W); layer_norm/softmax (rows, D)
+@group(0) @binding(1) var<storage, read> x: array<elem>;
+// gamma, beta: (C) or (D); dummies when affine is 0 (and for softmax)
+@group(0) @binding(2) var<storage, read> gamma: array<elem>;
+@group(0) @binding(3) var<storage, read> beta: array<elem>;
+// y: same shape as x
+@group(0) @binding(4) var<storage, read_write> y: array<elem>;
+
+var<workgroup> scratch: array<f32, WG>;
+
+fn reduce_sum(v: f32, lid: u32) -> f32 {
+    scratch[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            scratch[lid] += scratch[lid + s];
+        }
+        workgroupBarrier();
+    }
+    let r = scratch[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn reduce_max(v: f32, lid: u32) -> f32 {
+    scratch[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s >>= 1u) {
+        if lid < s {
+            scratch[lid] = max(scratch[lid], scratch[lid + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = scratch[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn finish(v: f32, channel: u32) -> f32 {
+    var r = v;
+    if params.affine == 1u {
+        r = r * f32(gamma[channel]) + f32(beta[channel]);
+    }
+    if params.fuse_silu == 1u {
+        r = silu(r);
+    }
+    return r;
+}
+
+@compute @workgroup_size(256)
+fn group_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    // One workgroup per (batch, group); a group's channels are contiguous in memory.
+    let slot = flat_workgroup(wg, nwg);
+    if slot >= params.rows * params.groups {
+        return;
+    }
+    let per_group = params.channels / params.groups;
+    let count = per_group * params.spatial;
+    let base = slot * count;
+    let first_channel = (slot % params.groups) * per_group;
+
+    var sum = 0.0;
+    for (var i = lid; i < count; i += WG) {
+        sum += f32(x[base + i]);
+    }
+    let mean = reduce_sum(sum, lid) / f32(count);
+    var sq = 0.0;
+    for (var i = lid; i < count; i += WG) {
+        let d = f32(x[base + i]) - mean;
+        sq += d * d;
+    }
+    let var_ = reduce_sum(sq, lid) / f32(count);
+    let inv_std = inverseSqrt(var_ + params.eps);
+    for (var i = lid; i < count; i += WG) {
+        let channel = first_channel + i / params.spatial;
+        y[base + i] = elem(finish((f32(x[base + i]) - mean) * inv_std, channel));
+    }
+}
+
+@compute @workgroup_size(256)
+fn layer_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+              @builtin(local_invocation_index) lid: u32) {
+    let row = flat_workgroup(wg, nwg);
+    if row >= params.rows {
+        return;
+    }
+    let d = params.channels;
+    let base = row * d;
+    var sum = 0.0;
+    for (var i = lid; i < d; i += WG) {
+        sum += f32(x[base + i]);
+    }
+    let mean = reduce_sum(sum, lid) / f32(d);
+    var sq = 0.0;
+    for (var i = lid; i < d; i += WG) {
+        let c = f32(x[base + i]) - mean;
+        sq += c * c;
+    }
+    let inv_std = inverseSqrt(reduce_sum(sq, lid) / f32(d) + params.eps);
+    for (var i = lid; i < d; i += WG) {
+        y[base + i] = elem(finish((f32(x[base + i]) - mean) * inv_std, i));
+    }
+}
+
+// softmax(scale * x) along rows; the scale travels in `eps`.
+@compute @workgroup_size(256)
+fn softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+           @builtin(local_invocation_index) lid: u32) {
+    let row = flat_workgroup(wg, nwg);
+    if row >= params.rows {
+        return;
+    }
+    let d = params.channels;
+    let base = row * d;
+    let scale = params.eps;
+    var m = -3.0e38;
+    for (var i = lid; i < d; i += WG) {
+        m = max(m, scale * f32(x[base + i]));
+    }
+    m = reduce_max(m, lid);
+    var sum = 0.0;
+    for (var i = lid; i < d; i += WG) {
+        sum += exp(scale * f32(x[base + i]) - m);
+    }
+    let inv = 1.0 / reduce_sum(sum, lid);
+    for (var i = lid; i < d; i += WG) {
+        y[base + i] = elem(exp(scale * f32(x[base + i]) - m) * inv);
+    }
+}

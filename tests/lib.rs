@@ -1,0 +1,1 @@
+//! Shared helpers for fovea end-to-end tests.

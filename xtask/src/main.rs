@@ -1,0 +1,134 @@
+//! fovea's developer tasks, run as `cargo xtask <task>`:
+//!
+//! - `shaders [FILE.wgsl ...]`: validate every registered kernel variant with naga and
+//!   translate it to SPIR-V, MSL, HLSL and GLSL (or just the named files).
+//! - `ci`: everything CI checks, in order (fmt, clippy, shaders, tests on Vulkan,
+//!   kernel tests on GL, wasm32 build, docs).
+
+mod shaders;
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("shaders") => run_shaders(&args[1..]),
+        Some("ci") => run_ci(),
+        _ => {
+            eprintln!("usage: cargo xtask <shaders [FILE.wgsl ...] | ci>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_shaders(files: &[String]) -> Result<(), String> {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    let mut report = |r: Result<shaders::Translated, String>| match r {
+        Ok(t) => {
+            checked += 1;
+            let parts: Vec<String> = t
+                .outputs
+                .iter()
+                .map(|(target, out)| match out {
+                    Ok(bytes) => format!("{} {}B", target.name(), bytes),
+                    Err(_) => format!("{} n/a", target.name()),
+                })
+                .collect();
+            println!("ok   {:<58} {}", t.label, parts.join("  "));
+            for (target, out) in &t.outputs {
+                if let Err(why) = out {
+                    println!("     {:<58} {} not targeted: {why}", "", target.name());
+                }
+            }
+        }
+        Err(e) => {
+            println!("FAIL {e}");
+            failures.push(e);
+        }
+    };
+    if files.is_empty() {
+        for v in fovea_shaders::all_variants() {
+            report(shaders::check_variant(&v));
+        }
+    } else {
+        for f in files {
+            report(shaders::check_file(&PathBuf::from(f)));
+        }
+    }
+    if failures.is_empty() {
+        println!("{checked} shader modules validated and translated");
+        Ok(())
+    } else {
+        Err(format!("{} shader module(s) failed", failures.len()))
+    }
+}
+
+fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    println!("\n==> {}cargo {}", env_prefix(envs), args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .envs(envs.iter().copied())
+        .status()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn env_prefix(envs: &[(&str, &str)]) -> String {
+    envs.iter().map(|(k, v)| format!("{k}={v} ")).collect()
+}
+
+fn run_ci() -> Result<(), String> {
+    cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    println!("\n==> cargo xtask shaders");
+    run_shaders(&[])?;
+    // Every test on Vulkan (lavapipe on CI machines).
+    cargo(&["test", "--workspace"], &[("WGPU_BACKEND", "vulkan")])?;
+    // The kernel tests again on wgpu's GL backend: no f16, no subgroups, other limits.
+    cargo(
+        &["test", "-p", "fovea-gpu", "--test", "kernels"],
+        &[("WGPU_BACKEND", "gl")],
+    )?;
+    cargo(
+        &[
+            "build",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "fovea-shaders",
+            "-p",
+            "fovea-gpu",
+        ],
+        &[],
+    )?;
+    cargo(
+        &["doc", "--workspace", "--no-deps"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )?;
+    println!("\nci: all checks passed");
+    Ok(())
+}
