@@ -1,6 +1,9 @@
 //! Shared setup for the GPU tests: one device per test binary, the dtypes it supports
 //! (with the adapter named when f16 is skipped), and a fresh seed per run.
 
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
 use std::sync::OnceLock;
 
 use fovea_gpu::selfcheck::{Check, Checker};
