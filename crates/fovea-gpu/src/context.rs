@@ -385,3 +385,30 @@ impl Gpu {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webgpu_default_limits_are_enough() {
+        check_limits("defaults", &wgpu::Limits::default()).unwrap();
+    }
+
+    #[test]
+    fn a_short_limit_is_named_with_both_values() {
+        let limits = wgpu::Limits {
+            max_compute_workgroup_storage_size: 8192,
+            ..Default::default()
+        };
+        let e = check_limits("tiny adapter", &limits).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("tiny adapter")
+                && msg.contains("max_compute_workgroup_storage_size")
+                && msg.contains("8192")
+                && msg.contains("16384"),
+            "{msg}"
+        );
+    }
+}

@@ -6,7 +6,7 @@
 //! conv2d, norms, activations, layout ops, timestep embedding and fused attention with
 //! per-head entropy and GPU-driven head skipping ([`attention`]).
 //!
-//! [`reference`] holds float64 CPU implementations of every kernel; tests and
+//! [`reference`](mod@reference) holds float64 CPU implementations of every kernel; tests and
 //! `fovea info --self-check` compare against them.
 
 pub mod attention;

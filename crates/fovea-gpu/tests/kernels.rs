@@ -155,3 +155,33 @@ fn attention_matches_reference_at_sd_head_dims() {
         expect_pass(c.seed, block_on(c.attention_fused_qkv(2, 3, 70, 40, dt)));
     }
 }
+
+/// Full Stable Diffusion sizes. Too slow for software GPUs (and beyond llvmpipe's loop
+/// limit), so ignored by default; run on real GPUs with `--ignored`.
+#[test]
+#[ignore = "full SD sizes; run on a real GPU with --ignored"]
+fn kernels_match_reference_at_full_sd_sizes() {
+    let mut c = checker();
+    for dt in dtypes() {
+        // SD 2.1 self-attention at 64x64 latent, SD 1.5 cross-attention, D=160 at 32x32.
+        expect_pass(
+            c.seed,
+            block_on(c.attention(1, 1, 4096, 4096, 64, false, dt)),
+        );
+        expect_pass(c.seed, block_on(c.attention(2, 2, 4096, 77, 40, false, dt)));
+        expect_pass(
+            c.seed,
+            block_on(c.attention(1, 2, 1024, 1024, 160, false, dt)),
+        );
+        // A 320-channel resnet conv at 64x64 and a 1280-wide projection.
+        expect_pass(
+            c.seed,
+            block_on(c.conv2d(1, 320, 64, 64, 320, 3, 1, 1, true, dt)),
+        );
+        expect_pass(
+            c.seed,
+            block_on(c.matmul(1, 1024, 1280, 1280, false, true, true, false, dt)),
+        );
+        expect_pass(c.seed, block_on(c.group_norm(2, 320, 4096, 32, true, dt)));
+    }
+}
