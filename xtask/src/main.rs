@@ -134,8 +134,10 @@ fn run_ci() -> Result<(), String> {
             "fovea-shaders",
             "-p",
             "fovea-gpu",
+            "-p",
+            "fovea-models",
         ],
-        &[],
+        &[("RUSTFLAGS", "-D warnings")],
     )?;
     cargo(
         &["doc", "--workspace", "--no-deps"],

@@ -1,0 +1,12 @@
+//! Stable Diffusion models from diffusers folders: the `config.json` files as serde
+//! structs with diffusers' defaults ([`config`]), and safetensors weights looked up by
+//! diffusers key paths with errors that name the file, key and shapes ([`weights`]).
+//! The model forward passes (CLIP text encoder, UNet, VAE) build on these.
+
+pub mod config;
+mod error;
+pub mod weights;
+
+pub use config::{ClipTextConfig, PerBlock, SchedulerConfig, UNetConfig, VaeConfig};
+pub use error::{ModelError, Result};
+pub use weights::{WeightView, Weights};
