@@ -318,19 +318,19 @@ impl UNetConfig {
                 ));
             }
         }
-        if let Some(h) = &self.num_attention_heads {
-            if !h.len_ok(n) {
-                return Err(unsupported(
-                    path,
-                    "num_attention_heads",
-                    h,
-                    &format!("an int or a list of {n}"),
-                ));
-            }
+        if let Some(h) = &self.num_attention_heads
+            && !h.len_ok(n)
+        {
+            return Err(unsupported(
+                path,
+                "num_attention_heads",
+                h,
+                &format!("an int or a list of {n}"),
+            ));
         }
         for i in 0..n {
             let heads = self.heads(i);
-            if heads == 0 || self.block_out_channels[i] % heads != 0 {
+            if heads == 0 || !self.block_out_channels[i].is_multiple_of(heads) {
                 return Err(unsupported(
                     path,
                     "attention_head_dim/num_attention_heads",
@@ -651,7 +651,9 @@ impl ClipTextConfig {
                 "quick_gelu, gelu",
             ));
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Err(unsupported(
                 path,
                 "num_attention_heads",
