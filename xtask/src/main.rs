@@ -4,6 +4,9 @@
 //!   translate it to SPIR-V, MSL, HLSL and GLSL (or just the named files).
 //! - `ci`: everything CI checks, in order (fmt, clippy, shaders, tests on Vulkan,
 //!   kernel tests on GL, wasm32 build, docs).
+//! - `fixtures`: regenerate tests/fixtures from diffusers with
+//!   tests/fixtures/make_fixtures.py (needs Python with torch and diffusers; set
+//!   `PYTHON` to choose the interpreter). `cargo test` never needs Python.
 
 mod shaders;
 
@@ -15,8 +18,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("shaders") => run_shaders(&args[1..]),
         Some("ci") => run_ci(),
+        Some("fixtures") => run_fixtures(),
         _ => {
-            eprintln!("usage: cargo xtask <shaders [FILE.wgsl ...] | ci>");
+            eprintln!("usage: cargo xtask <shaders [FILE.wgsl ...] | ci | fixtures>");
             return ExitCode::from(2);
         }
     };
@@ -69,6 +73,23 @@ fn run_shaders(files: &[String]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{} shader module(s) failed", failures.len()))
+    }
+}
+
+fn run_fixtures() -> Result<(), String> {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = "tests/fixtures/make_fixtures.py";
+    println!("==> {python} {script}");
+    let status = Command::new(&python)
+        .arg(script)
+        .status()
+        .map_err(|e| format!("could not start {python}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{script} failed ({status}); it needs torch and diffusers 0.42 (pip install torch diffusers transformers safetensors)"
+        ))
     }
 }
 

@@ -721,6 +721,19 @@ pub struct SchedulerConfig {
     /// Use Karras sigmas.
     #[serde(default)]
     pub use_karras_sigmas: bool,
+    /// LCM: the step count of the schedule it was distilled from.
+    #[serde(default = "d_fifty")]
+    pub original_inference_steps: usize,
+    /// LCM: timestep multiplier in the boundary-condition scalings.
+    #[serde(default = "d_ten")]
+    pub timestep_scaling: f64,
+}
+
+fn d_fifty() -> usize {
+    50
+}
+fn d_ten() -> f64 {
+    10.0
 }
 
 impl SchedulerConfig {
