@@ -1,12 +1,15 @@
 //! Stable Diffusion models from diffusers folders: the `config.json` files as serde
 //! structs with diffusers' defaults ([`config`]), and safetensors weights looked up by
-//! diffusers key paths with errors that name the file, key and shapes ([`weights`]).
+//! diffusers key paths with errors that name the file, key and shapes ([`weights`]), and
+//! CLIP's tokenizer ([`tokenizer`]).
 //! The model forward passes (CLIP text encoder, UNet, VAE) build on these.
 
 pub mod config;
 mod error;
+pub mod tokenizer;
 pub mod weights;
 
 pub use config::{ClipTextConfig, PerBlock, SchedulerConfig, UNetConfig, VaeConfig};
 pub use error::{ModelError, Result};
+pub use tokenizer::ClipTokenizer;
 pub use weights::{WeightView, Weights};
