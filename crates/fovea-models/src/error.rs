@@ -63,6 +63,9 @@ pub enum ModelError {
         /// Found shape.
         found: Vec<usize>,
     },
+    /// The GPU runtime refused an operation (shape, limit, device).
+    #[error(transparent)]
+    Gpu(#[from] fovea_gpu::GpuError),
     /// A tensor has a dtype fovea cannot convert.
     #[error("tensor `{key}` in {path} has dtype {dtype}; fovea reads F32, F16 and BF16")]
     TensorDtype {

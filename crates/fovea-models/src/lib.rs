@@ -4,11 +4,13 @@
 //! CLIP's tokenizer ([`tokenizer`]).
 //! The model forward passes (CLIP text encoder, UNet, VAE) build on these.
 
+pub mod clip;
 pub mod config;
 mod error;
 pub mod tokenizer;
 pub mod weights;
 
+pub use clip::{ClipOutput, ClipTextModel};
 pub use config::{ClipTextConfig, PerBlock, SchedulerConfig, UNetConfig, VaeConfig};
 pub use error::{ModelError, Result};
 pub use tokenizer::ClipTokenizer;

@@ -90,7 +90,7 @@ pub struct WeightView<'a> {
     pub data: &'a [u8],
 }
 
-impl WeightView<'_> {
+impl<'a> WeightView<'a> {
     /// Number of elements.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
@@ -99,6 +99,20 @@ impl WeightView<'_> {
     /// Whether the tensor has no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Row `i` along the first dimension (e.g. one embedding vector).
+    pub fn row(&self, i: usize) -> Option<WeightView<'a>> {
+        let rows = *self.shape.first()?;
+        if i >= rows {
+            return None;
+        }
+        let row_bytes = self.data.len() / rows;
+        Some(WeightView {
+            data: &self.data[i * row_bytes..(i + 1) * row_bytes],
+            shape: &self.shape[1..],
+            ..*self
+        })
     }
 
     fn dtype_err(&self) -> ModelError {
@@ -298,6 +312,21 @@ impl Weights {
         Err(ModelError::MissingTensor {
             key: keys.join("` or `"),
             files: self.file_names().join(", "),
+        })
+    }
+
+    /// Uploads the tensor at `key` (which must have `shape`) to the GPU in `dtype`.
+    pub fn upload(
+        &self,
+        gpu: &fovea_gpu::Gpu,
+        key: &str,
+        shape: &[usize],
+        dtype: fovea_gpu::DType,
+    ) -> Result<fovea_gpu::Tensor> {
+        let v = self.expect(key, shape)?;
+        Ok(match dtype {
+            fovea_gpu::DType::F16 => gpu.upload_f16(key, shape, &v.to_f16()?)?,
+            _ => gpu.upload_f32(key, shape, dtype, &v.to_f32()?)?,
         })
     }
 
