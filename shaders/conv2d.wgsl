@@ -17,8 +17,15 @@ struct Params {
     kernel_h: u32,
     kernel_w: u32,
     stride: u32,
-    pad: u32,
+    // Zero padding before the first row and column; the padding after them only
+    // changes the output size, which the host computes (diffusers' VAE encoder pads
+    // (0, 1, 0, 1) before its stride-2 convs).
+    pad_top: u32,
+    pad_left: u32,
     has_bias: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -54,8 +61,8 @@ fn load_patch(n: u32, kidx: u32, pix: u32, k_total: u32) -> f32 {
     let oy = pix / params.w_out;
     let ox = pix % params.w_out;
     // Signed arithmetic: padding makes the top-left taps fall outside the image.
-    let iy = i32(oy * params.stride + ky) - i32(params.pad);
-    let ix = i32(ox * params.stride + kx) - i32(params.pad);
+    let iy = i32(oy * params.stride + ky) - i32(params.pad_top);
+    let ix = i32(ox * params.stride + kx) - i32(params.pad_left);
     if iy < 0 || ix < 0 || iy >= i32(params.h_in) || ix >= i32(params.w_in) {
         return 0.0;
     }

@@ -49,3 +49,19 @@ fn copy_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) 
     let b = i / (spatial * params.src_channels);
     dst[(b * params.dst_channels + params.dst_channel_offset + c) * spatial + s] = src[i];
 }
+
+// Copies channels [offset, offset + C_dst) of src (B, C_src, H*W) into dst (B, C_dst,
+// H*W); `dst_channel_offset` holds the source offset here.
+@compute @workgroup_size(256)
+fn slice_channels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let i = flat_workgroup(wg, nwg) * 256u + lid;
+    if i >= params.len {
+        return;
+    }
+    let spatial = params.h;
+    let s = i % spatial;
+    let c = (i / spatial) % params.dst_channels;
+    let b = i / (spatial * params.dst_channels);
+    dst[i] = src[(b * params.src_channels + params.dst_channel_offset + c) * spatial + s];
+}

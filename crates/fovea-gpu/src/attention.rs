@@ -542,6 +542,43 @@ impl Batch {
         self.attention_views(view(q, h, d), view(k, h, d), view(v, h, d), o)
     }
 
+    /// Single-head attention for head dims beyond the fused kernel (e.g. the SD VAE's
+    /// mid-block, one head of 512): q (B, N_q, D), k and v (B, N_k, D) -> (B, N_q, D),
+    /// through a materialised (B, N_q, N_k) score matrix (matmul, softmax, matmul).
+    /// Computes no entropy and takes no head mask.
+    pub fn attention_materialized(
+        &mut self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        scale: f32,
+    ) -> Result<Tensor> {
+        let (qs, ks, vs) = (q.shape(), k.shape(), v.shape());
+        if qs.len() != 3 || ks.len() != 3 || vs != ks || qs[0] != ks[0] || qs[2] != ks[2] {
+            return Err(GpuError::Shape {
+                op: "attention_materialized",
+                message: format!(
+                    "needs q (B, N_q, D) and k = v (B, N_k, D), got q {}, k {}, v {}",
+                    q.describe(),
+                    k.describe(),
+                    v.describe()
+                ),
+            });
+        }
+        let scores = self.matmul(
+            q,
+            k,
+            None,
+            crate::MatmulOptions {
+                trans_b: true,
+                alpha: scale,
+                ..Default::default()
+            },
+        )?;
+        let probs = self.softmax(&scores, 1.0)?;
+        self.matmul(&probs, v, None, crate::MatmulOptions::default())
+    }
+
     /// Compacts a per-(batch, head) mask (u32, nonzero = compute) into a [`HeadList`]
     /// for attention over `n_q` queries of `head_dim`, entirely on the GPU.
     pub fn compact_heads(

@@ -43,6 +43,9 @@ pub struct MatmulOptions {
     pub trans_b: bool,
     /// Scale applied to the product before the bias.
     pub alpha: f32,
+    /// The bias has M elements, one per output row (e.g. a projection applied to
+    /// channel-first data), instead of N.
+    pub bias_per_row: bool,
 }
 
 impl Default for MatmulOptions {
@@ -51,6 +54,7 @@ impl Default for MatmulOptions {
             trans_a: false,
             trans_b: false,
             alpha: 1.0,
+            bias_per_row: false,
         }
     }
 }
@@ -163,8 +167,10 @@ struct ConvParams {
     kernel_h: u32,
     kernel_w: u32,
     stride: u32,
-    pad: u32,
+    pad_top: u32,
+    pad_left: u32,
     has_bias: u32,
+    _pad: [u32; 3],
 }
 
 #[repr(C)]
@@ -470,12 +476,17 @@ impl Batch {
                 ));
             }
         };
+        let bias_len = if opts.bias_per_row { m } else { n };
         if let Some(bias) = bias
-            && bias.len() != n
+            && bias.len() != bias_len
         {
+            let which = if opts.bias_per_row { "M" } else { "N" };
             return Err(op_err(
                 OP,
-                format!("bias {} must have N = {n} elements", bias.describe()),
+                format!(
+                    "bias {} must have {which} = {bias_len} elements",
+                    bias.describe()
+                ),
             ));
         }
         let mut out_shape = lead.to_vec();
@@ -502,7 +513,11 @@ impl Batch {
             ldc: n as u32,
             trans_a: opts.trans_a as u32,
             trans_b: opts.trans_b as u32,
-            bias_mode: bias.is_some() as u32,
+            bias_mode: match (bias.is_some(), opts.bias_per_row) {
+                (false, _) => 0,
+                (true, false) => 1,
+                (true, true) => 2,
+            },
             alpha: opts.alpha,
             _pad: [0; 2],
         };
@@ -563,7 +578,20 @@ impl Batch {
         stride: usize,
         pad: usize,
     ) -> Result<Tensor> {
+        self.conv2d_padded(x, weight, bias, stride, [pad; 4])
+    }
+
+    /// 2D convolution with separate zero padding `[top, bottom, left, right]`.
+    pub fn conv2d_padded(
+        &mut self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        stride: usize,
+        padding: [usize; 4],
+    ) -> Result<Tensor> {
         const OP: &str = "conv2d";
+        let [pad_top, pad_bottom, pad_left, pad_right] = padding;
         let mut all = vec![x, weight];
         all.extend(bias);
         let dtype = float_dtype(OP, &all)?;
@@ -593,7 +621,8 @@ impl Batch {
         if stride == 0 {
             return Err(param_err(OP, "stride", stride, "a positive integer"));
         }
-        if xs[2] + 2 * pad < ws[2] || xs[3] + 2 * pad < ws[3] {
+        let (padded_h, padded_w) = (xs[2] + pad_top + pad_bottom, xs[3] + pad_left + pad_right);
+        if padded_h < ws[2] || padded_w < ws[3] {
             return Err(op_err(
                 OP,
                 format!(
@@ -616,8 +645,8 @@ impl Batch {
                 ),
             ));
         }
-        let h_out = (xs[2] + 2 * pad - ws[2]) / stride + 1;
-        let w_out = (xs[3] + 2 * pad - ws[3]) / stride + 1;
+        let h_out = (padded_h - ws[2]) / stride + 1;
+        let w_out = (padded_w - ws[3]) / stride + 1;
         let out_shape = [xs[0], ws[0], h_out, w_out];
         let y = self.gpu().empty(OP, &out_shape, x.dtype())?;
         let params = ConvParams {
@@ -631,8 +660,10 @@ impl Batch {
             kernel_h: ws[2] as u32,
             kernel_w: ws[3] as u32,
             stride: stride as u32,
-            pad: pad as u32,
+            pad_top: pad_top as u32,
+            pad_left: pad_left as u32,
             has_bias: bias.is_some() as u32,
+            _pad: [0; 3],
         };
         let groups = [
             (h_out * w_out).div_ceil(64) as u32,
@@ -896,6 +927,40 @@ impl Batch {
             self.record(d);
             offset += p.shape()[1];
         }
+        Ok(y)
+    }
+
+    /// Channels `[start, start + count)` of x (N, C, ...) -> (N, count, ...).
+    pub fn slice_channels(&mut self, x: &Tensor, start: usize, count: usize) -> Result<Tensor> {
+        const OP: &str = "slice_channels";
+        let dtype = float_dtype(OP, &[x])?;
+        let s = x.shape();
+        if s.len() < 2 || count == 0 || start + count > s[1] {
+            return Err(op_err(
+                OP,
+                format!("channels {start}..{} of {}", start + count, x.describe()),
+            ));
+        }
+        let mut out_shape = s.to_vec();
+        out_shape[1] = count;
+        let y = self.gpu().empty(OP, &out_shape, x.dtype())?;
+        let params = LayoutParams {
+            len: u32_dim(OP, "len", y.len())?,
+            h: s[2..].iter().product::<usize>() as u32,
+            w: 0,
+            src_channels: s[1] as u32,
+            dst_channels: count as u32,
+            dst_channel_offset: start as u32,
+            _pad: [0; 2],
+        };
+        let wg = self.flat_groups(OP, y.len(), 256)?;
+        let d = self.gpu().dispatch(
+            &key("layout", dtype, &[], "slice_channels")?,
+            bytemuck::bytes_of(&params),
+            &[(1, Bind::Tensor(x)), (2, Bind::Tensor(&y))],
+            Workgroups::Direct(wg),
+        )?;
+        self.record(d);
         Ok(y)
     }
 

@@ -2,7 +2,8 @@
 //! semantics mirror the ops in [`crate::ops`] and [`crate::attention`] (and PyTorch /
 //! diffusers, whose definitions the ops follow).
 
-/// a (batch_a, M, K) @ b (batch_b, K, N) (+ bias (N)), with batch_a or batch_b 1 to
+/// a (batch_a, M, K) @ b (batch_b, K, N) (+ bias (N), or (M) per row when its length is
+/// M != N), with batch_a or batch_b 1 to
 /// broadcast, optional transposed storage, scaled by alpha -> (batch, M, N).
 #[allow(clippy::too_many_arguments)]
 pub fn matmul(
@@ -39,14 +40,16 @@ pub fn matmul(
                     };
                     s += av * bv;
                 }
-                out[bi * m * n + i * n + j] = alpha * s + bias.map_or(0.0, |bias| bias[j]);
+                let b = bias.map_or(0.0, |bias| if bias.len() == n { bias[j] } else { bias[i] });
+                out[bi * m * n + i * n + j] = alpha * s + b;
             }
         }
     }
     out
 }
 
-/// NCHW convolution: x (N, C_in, H, W), w (C_out, C_in, kh, kw).
+/// NCHW convolution: x (N, C_in, H, W), w (C_out, C_in, kh, kw), zero padding
+/// `[top, bottom, left, right]`.
 #[allow(clippy::too_many_arguments)]
 pub fn conv2d(
     x: &[f64],
@@ -60,10 +63,11 @@ pub fn conv2d(
     kh: usize,
     kw: usize,
     stride: usize,
-    pad: usize,
+    padding: [usize; 4],
 ) -> (Vec<f64>, usize, usize) {
-    let ho = (h + 2 * pad - kh) / stride + 1;
-    let wo = (wd + 2 * pad - kw) / stride + 1;
+    let [pad_top, pad_bottom, pad_left, pad_right] = padding;
+    let ho = (h + pad_top + pad_bottom - kh) / stride + 1;
+    let wo = (wd + pad_left + pad_right - kw) / stride + 1;
     let mut out = vec![0.0; n * c_out * ho * wo];
     for b in 0..n {
         for co in 0..c_out {
@@ -73,8 +77,8 @@ pub fn conv2d(
                     for ci in 0..c_in {
                         for ky in 0..kh {
                             for kx in 0..kw {
-                                let iy = (oy * stride + ky) as isize - pad as isize;
-                                let ix = (ox * stride + kx) as isize - pad as isize;
+                                let iy = (oy * stride + ky) as isize - pad_top as isize;
+                                let ix = (ox * stride + kx) as isize - pad_left as isize;
                                 if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
                                     continue;
                                 }

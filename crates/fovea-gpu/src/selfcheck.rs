@@ -276,6 +276,40 @@ impl Checker {
         b_batched: bool,
         dtype: DType,
     ) -> Result<Check> {
+        self.matmul_inner(
+            batch, m, n, k, trans_a, trans_b, with_bias, b_batched, dtype, false,
+        )
+        .await
+    }
+
+    /// Matmul with a per-row (M) bias, as projections of channel-first data use.
+    pub async fn matmul_bias_per_row(
+        &mut self,
+        batch: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        dtype: DType,
+    ) -> Result<Check> {
+        assert_ne!(m, n, "the reference tells the bias kinds apart by length");
+        self.matmul_inner(batch, m, n, k, false, true, true, false, dtype, true)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn matmul_inner(
+        &mut self,
+        batch: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        trans_a: bool,
+        trans_b: bool,
+        with_bias: bool,
+        b_batched: bool,
+        dtype: DType,
+        bias_per_row: bool,
+    ) -> Result<Check> {
         let a_shape = if trans_a {
             [batch, k, m]
         } else {
@@ -290,7 +324,7 @@ impl Checker {
         };
         let (bt, br) = self.input("b", &b_shape, dtype, 1.0)?;
         let bias = if with_bias {
-            Some(self.input("bias", &[n], dtype, 1.0)?)
+            Some(self.input("bias", &[if bias_per_row { m } else { n }], dtype, 1.0)?)
         } else {
             None
         };
@@ -305,6 +339,7 @@ impl Checker {
                 trans_a,
                 trans_b,
                 alpha,
+                bias_per_row,
             },
         )?;
         b.submit()?;
@@ -329,7 +364,11 @@ impl Checker {
                 if trans_a { "^T" } else { "" },
                 if b_batched { "batched " } else { "" },
                 if trans_b { "^T" } else { "" },
-                if with_bias { " + bias" } else { "" }
+                match (with_bias, bias_per_row) {
+                    (false, _) => "",
+                    (true, false) => " + bias",
+                    (true, true) => " + row bias",
+                }
             ),
             dtype,
             &got,
@@ -337,7 +376,7 @@ impl Checker {
         ))
     }
 
-    /// Convolution.
+    /// Convolution with symmetric padding.
     #[allow(clippy::too_many_arguments)]
     pub async fn conv2d(
         &mut self,
@@ -349,6 +388,27 @@ impl Checker {
         kernel: usize,
         stride: usize,
         pad: usize,
+        with_bias: bool,
+        dtype: DType,
+    ) -> Result<Check> {
+        self.conv2d_padded(
+            n, c_in, h, w, c_out, kernel, stride, [pad; 4], with_bias, dtype,
+        )
+        .await
+    }
+
+    /// Convolution with padding `[top, bottom, left, right]`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn conv2d_padded(
+        &mut self,
+        n: usize,
+        c_in: usize,
+        h: usize,
+        w: usize,
+        c_out: usize,
+        kernel: usize,
+        stride: usize,
+        padding: [usize; 4],
         with_bias: bool,
         dtype: DType,
     ) -> Result<Check> {
@@ -371,16 +431,16 @@ impl Checker {
             kernel,
             kernel,
             stride,
-            pad,
+            padding,
         );
         self.poison(&[n, c_out, ho, wo], dtype)?;
         let mut b = self.gpu.batch();
-        let y = b.conv2d(&x, &wt, bias.as_ref().map(|(t, _)| t), stride, pad)?;
+        let y = b.conv2d_padded(&x, &wt, bias.as_ref().map(|(t, _)| t), stride, padding)?;
         b.submit()?;
         let got = self.gpu.read_f32(&y).await?;
         Ok(self.finish(
             format!(
-                "conv2d ({n}, {c_in}, {h}, {w}) k{kernel} s{stride} p{pad} -> {c_out}{} {dtype}",
+                "conv2d ({n}, {c_in}, {h}, {w}) k{kernel} s{stride} p{padding:?} -> {c_out}{} {dtype}",
                 if with_bias { " + bias" } else { "" }
             ),
             dtype,
@@ -509,6 +569,38 @@ impl Checker {
         Ok(c)
     }
 
+    /// Channel slice [start, start + count) of (n, c, s).
+    pub async fn slice(
+        &mut self,
+        n: usize,
+        c: usize,
+        start: usize,
+        count: usize,
+        s: usize,
+        dtype: DType,
+    ) -> Result<Check> {
+        let (x, xr) = self.input("x", &[n, c, s], dtype, 1.0)?;
+        self.poison(&[n, count, s], dtype)?;
+        let mut b = self.gpu.batch();
+        let y = b.slice_channels(&x, start, count)?;
+        b.submit()?;
+        let got = self.gpu.read_f32(&y).await?;
+        let want: Vec<f64> = (0..n)
+            .flat_map(|i| xr[(i * c + start) * s..(i * c + start + count) * s].to_vec())
+            .collect();
+        let mut check = self.finish(
+            format!(
+                "slice_channels ({n}, {c}, {s}) [{start}..{}] {dtype}",
+                start + count
+            ),
+            dtype,
+            &got,
+            &want,
+        );
+        check.bound = 0.0;
+        Ok(check)
+    }
+
     /// Timestep embedding of `b` random timesteps in [0, 1000).
     pub async fn timestep(
         &mut self,
@@ -589,6 +681,33 @@ impl Checker {
             .fold(0.0, f64::max);
         c.extra = Some(("entropy".into(), ent_err, ENTROPY_BOUND));
         Ok(c)
+    }
+
+    /// Materialised single-head attention (large head dims).
+    pub async fn attention_materialized(
+        &mut self,
+        batch: usize,
+        nq: usize,
+        nk: usize,
+        d: usize,
+        dtype: DType,
+    ) -> Result<Check> {
+        let (q, qr) = self.input("q", &[batch, nq, d], dtype, 1.0)?;
+        let (k, kr) = self.input("k", &[batch, nk, d], dtype, 1.0)?;
+        let (v, vr) = self.input("v", &[batch, nk, d], dtype, 1.0)?;
+        self.poison(&[batch, nq, d], dtype)?;
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut b = self.gpu.batch();
+        let out = b.attention_materialized(&q, &k, &v, scale)?;
+        b.submit()?;
+        let got = self.gpu.read_f32(&out).await?;
+        let (want, _) = r::attention(&qr, &kr, &vr, batch, 1, nq, nk, d, scale as f64, false);
+        Ok(self.finish(
+            format!("attention_materialized B{batch} Nq{nq} Nk{nk} D{d} {dtype}"),
+            dtype,
+            &got,
+            &want,
+        ))
     }
 
     /// Attention reading q, k, v out of one fused (B, N, 3*H*D) projection through

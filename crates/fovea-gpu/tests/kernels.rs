@@ -94,6 +94,11 @@ fn conv2d_matches_reference_for_sd_kernel_shapes() {
         for (n, ci, h, w, co, k, s, p, b) in cases {
             expect_pass(c.seed, block_on(c.conv2d(n, ci, h, w, co, k, s, p, b, dt)));
         }
+        // The VAE encoder's downsample: pad (0, 1, 0, 1), then a stride-2 3x3 conv.
+        expect_pass(
+            c.seed,
+            block_on(c.conv2d_padded(1, 6, 9, 8, 7, 3, 2, [0, 1, 0, 1], true, dt)),
+        );
     }
 }
 
@@ -120,6 +125,8 @@ fn layout_ops_are_exact() {
         expect_pass(c.seed, block_on(c.upsample(1, 1, 1, 1, dt)));
         expect_pass(c.seed, block_on(c.concat(2, 3, 5, 7, dt)));
         expect_pass(c.seed, block_on(c.concat(1, 64, 1, 33, dt)));
+        expect_pass(c.seed, block_on(c.slice(2, 8, 0, 4, 15, dt)));
+        expect_pass(c.seed, block_on(c.slice(3, 5, 2, 3, 7, dt)));
     }
 }
 
@@ -153,6 +160,11 @@ fn attention_matches_reference_at_sd_head_dims() {
             expect_pass(c.seed, block_on(c.attention(b, h, nq, nk, d, causal, dt)));
         }
         expect_pass(c.seed, block_on(c.attention_fused_qkv(2, 3, 70, 40, dt)));
+        // Head dims beyond the fused kernel (the SD VAE's 512), materialised.
+        expect_pass(
+            c.seed,
+            block_on(c.attention_materialized(2, 70, 65, 512, dt)),
+        );
     }
 }
 

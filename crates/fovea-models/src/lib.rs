@@ -8,10 +8,12 @@ pub mod clip;
 pub mod config;
 mod error;
 pub mod tokenizer;
+pub mod vae;
 pub mod weights;
 
 pub use clip::{ClipOutput, ClipTextModel};
 pub use config::{ClipTextConfig, PerBlock, SchedulerConfig, UNetConfig, VaeConfig};
 pub use error::{ModelError, Result};
 pub use tokenizer::ClipTokenizer;
+pub use vae::Vae;
 pub use weights::{WeightView, Weights};

@@ -127,11 +127,11 @@ pub const NORM: Kernel = Kernel {
     define_sets: &[&[]],
 };
 
-/// Nearest 2x upsample and channel copies (concat).
+/// Nearest 2x upsample and channel copies (concat, slice).
 pub const LAYOUT: Kernel = Kernel {
     name: "layout",
     source: kernel_source!("layout"),
-    entry_points: &["upsample_nearest2x", "copy_channels"],
+    entry_points: &["upsample_nearest2x", "copy_channels", "slice_channels"],
     define_sets: &[&[]],
 };
 
