@@ -4,10 +4,12 @@
 //! CLIP's tokenizer ([`tokenizer`]).
 //! The model forward passes (CLIP text encoder, UNet, VAE) build on these.
 
+mod blocks;
 pub mod clip;
 pub mod config;
 mod error;
 pub mod tokenizer;
+pub mod unet;
 pub mod vae;
 pub mod weights;
 
@@ -15,5 +17,6 @@ pub use clip::{ClipOutput, ClipTextModel};
 pub use config::{ClipTextConfig, PerBlock, SchedulerConfig, UNetConfig, VaeConfig};
 pub use error::{ModelError, Result};
 pub use tokenizer::ClipTokenizer;
+pub use unet::UNet;
 pub use vae::Vae;
 pub use weights::{WeightView, Weights};

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use fovea_gpu::{AttentionOptions, Batch, DType, Gpu, MatmulOptions, Tensor};
+use fovea_gpu::{AttentionOptions, Batch, DType, Gpu, Tensor};
+
+use crate::blocks::{Conv, Loader, Norm, Resnet, conv, project_channels, project_tokens};
 
 use crate::config::{VaeConfig, read_json};
 use crate::error::Result;
@@ -12,24 +14,6 @@ use crate::weights::Weights;
 
 /// diffusers builds every VAE norm with eps 1e-6.
 const VAE_EPS: f32 = 1e-6;
-
-struct Conv {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-struct Norm {
-    gamma: Tensor,
-    beta: Tensor,
-}
-
-struct Resnet {
-    norm1: Norm,
-    conv1: Conv,
-    norm2: Norm,
-    conv2: Conv,
-    shortcut: Option<Conv>,
-}
 
 struct Attention {
     norm: Norm,
@@ -69,90 +53,34 @@ pub struct Vae {
     quant_conv: Option<Conv>,
 }
 
-struct Loader<'a> {
-    gpu: &'a Gpu,
-    weights: &'a Weights,
-    dtype: DType,
+/// VAE-specific loading on top of the shared [`Loader`].
+trait VaeLoader {
+    fn mid(&self, key: &str, c: usize, attention: bool) -> Result<MidBlock>;
 }
 
-impl Loader<'_> {
-    fn tensor(&self, key: &str, shape: &[usize]) -> Result<Tensor> {
-        self.weights.upload(self.gpu, key, shape, self.dtype)
-    }
-
-    fn conv(&self, key: &str, c_out: usize, c_in: usize, k: usize) -> Result<Conv> {
-        Ok(Conv {
-            weight: self.tensor(&format!("{key}.weight"), &[c_out, c_in, k, k])?,
-            bias: self.tensor(&format!("{key}.bias"), &[c_out])?,
-        })
-    }
-
-    /// A projection stored as Linear (C, C) or, in older checkpoints, 1x1 conv (C, C, 1, 1).
-    fn projection(&self, keys: &[&str], c: usize) -> Result<Conv> {
-        let v = self.weights.get_any(
-            &keys
-                .iter()
-                .map(|k| format!("{k}.weight"))
-                .collect::<Vec<_>>()
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>(),
-        )?;
-        let key = v.key.trim_end_matches(".weight").to_string();
-        let shape: Vec<usize> = if v.shape.len() == 4 {
-            vec![c, c, 1, 1]
-        } else {
-            vec![c, c]
-        };
-        let weight = self
-            .tensor(&format!("{key}.weight"), &shape)?
-            .reshape(&[c, c])?;
-        Ok(Conv {
-            weight,
-            bias: self.tensor(&format!("{key}.bias"), &[c])?,
-        })
-    }
-
-    fn norm(&self, key: &str, c: usize) -> Result<Norm> {
-        Ok(Norm {
-            gamma: self.tensor(&format!("{key}.weight"), &[c])?,
-            beta: self.tensor(&format!("{key}.bias"), &[c])?,
-        })
-    }
-
-    fn resnet(&self, key: &str, c_in: usize, c_out: usize) -> Result<Resnet> {
-        Ok(Resnet {
-            norm1: self.norm(&format!("{key}.norm1"), c_in)?,
-            conv1: self.conv(&format!("{key}.conv1"), c_out, c_in, 3)?,
-            norm2: self.norm(&format!("{key}.norm2"), c_out)?,
-            conv2: self.conv(&format!("{key}.conv2"), c_out, c_out, 3)?,
-            shortcut: if c_in != c_out {
-                Some(self.conv(&format!("{key}.conv_shortcut"), c_out, c_in, 1)?)
-            } else {
-                None
-            },
-        })
-    }
-
+impl VaeLoader for Loader<'_> {
     fn mid(&self, key: &str, c: usize, attention: bool) -> Result<MidBlock> {
         let a = format!("{key}.attentions.0");
         Ok(MidBlock {
-            resnet1: self.resnet(&format!("{key}.resnets.0"), c, c)?,
+            resnet1: self.resnet(&format!("{key}.resnets.0"), c, c, None)?,
             attention: if attention {
                 Some(Attention {
                     norm: self.norm(&format!("{a}.group_norm"), c)?,
                     // diffusers renamed query/key/value/proj_attn; both are accepted.
-                    q: self.projection(&[&format!("{a}.to_q"), &format!("{a}.query")], c)?,
-                    k: self.projection(&[&format!("{a}.to_k"), &format!("{a}.key")], c)?,
-                    v: self.projection(&[&format!("{a}.to_v"), &format!("{a}.value")], c)?,
-                    out: self
-                        .projection(&[&format!("{a}.to_out.0"), &format!("{a}.proj_attn")], c)?,
+                    q: self.projection(&[format!("{a}.to_q"), format!("{a}.query")], c, c)?,
+                    k: self.projection(&[format!("{a}.to_k"), format!("{a}.key")], c, c)?,
+                    v: self.projection(&[format!("{a}.to_v"), format!("{a}.value")], c, c)?,
+                    out: self.projection(
+                        &[format!("{a}.to_out.0"), format!("{a}.proj_attn")],
+                        c,
+                        c,
+                    )?,
                     channels: c,
                 })
             } else {
                 None
             },
-            resnet2: self.resnet(&format!("{key}.resnets.1"), c, c)?,
+            resnet2: self.resnet(&format!("{key}.resnets.1"), c, c, None)?,
         })
     }
 }
@@ -194,6 +122,7 @@ impl Vae {
                         &format!("{key}.resnets.{j}"),
                         if j == 0 { prev } else { c },
                         c,
+                        None,
                     )
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -222,6 +151,7 @@ impl Vae {
                         &format!("{key}.resnets.{j}"),
                         if j == 0 { prev } else { c },
                         c,
+                        None,
                     )
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -264,23 +194,8 @@ impl Vae {
         &self.config
     }
 
-    fn conv(b: &mut Batch, x: &Tensor, c: &Conv, pad: usize) -> Result<Tensor> {
-        Ok(b.conv2d(x, &c.weight, Some(&c.bias), 1, pad)?)
-    }
-
     fn resnet(&self, b: &mut Batch, x: &Tensor, r: &Resnet) -> Result<Tensor> {
-        let g = self.config.norm_num_groups;
-        // 1. norm, SiLU, conv; twice
-        let h = b.group_norm(x, g, Some((&r.norm1.gamma, &r.norm1.beta)), VAE_EPS, true)?;
-        let h = Self::conv(b, &h, &r.conv1, 1)?;
-        let h = b.group_norm(&h, g, Some((&r.norm2.gamma, &r.norm2.beta)), VAE_EPS, true)?;
-        let h = Self::conv(b, &h, &r.conv2, 1)?;
-        // 2. residual, through a 1x1 conv when the channel count changes
-        let skip = match &r.shortcut {
-            Some(s) => Self::conv(b, x, s, 0)?,
-            None => x.clone(),
-        };
-        Ok(b.add(&skip, &h)?)
+        r.forward(b, x, None, self.config.norm_num_groups, VAE_EPS)
     }
 
     fn attention(&self, b: &mut Batch, x: &Tensor, a: &Attention) -> Result<Tensor> {
@@ -289,42 +204,23 @@ impl Vae {
         let h = b.group_norm(
             x,
             self.config.norm_num_groups,
-            Some((&a.norm.gamma, &a.norm.beta)),
+            a.norm.affine(),
             VAE_EPS,
             false,
         )?;
         let h = h.reshape(&[batch, c, hw])?;
-        // Projections straight from channel-first data: (B, C, HW)^T @ W^T -> (B, HW, C).
-        let proj = |b: &mut Batch, p: &Conv| {
-            b.matmul(
-                &h,
-                &p.weight,
-                Some(&p.bias),
-                MatmulOptions {
-                    trans_a: true,
-                    trans_b: true,
-                    ..Default::default()
-                },
-            )
-        };
-        let (q, k, v) = (proj(b, &a.q)?, proj(b, &a.k)?, proj(b, &a.v)?);
+        let (q, k, v) = (
+            project_tokens(b, &h, &a.q)?,
+            project_tokens(b, &h, &a.k)?,
+            project_tokens(b, &h, &a.v)?,
+        );
         let o = if fovea_gpu::attention::head_dim_variant(c).is_some() {
             b.attention(&q, &k, &v, &AttentionOptions::new(batch, 1, c))?
                 .out
         } else {
             b.attention_materialized(&q, &k, &v, 1.0 / (c as f32).sqrt())?
         };
-        // Output projection back to channel-first: W (C, C) @ o^T -> (B, C, HW).
-        let o = b.matmul(
-            &a.out.weight,
-            &o,
-            Some(&a.out.bias),
-            MatmulOptions {
-                trans_b: true,
-                bias_per_row: true,
-                ..Default::default()
-            },
-        )?;
+        let o = project_channels(b, &o, &a.out)?;
         Ok(b.add(x, &o.reshape(&s)?)?)
     }
 
@@ -340,11 +236,11 @@ impl Vae {
         let x = b.group_norm(
             x,
             self.config.norm_num_groups,
-            Some((&coder.norm_out.gamma, &coder.norm_out.beta)),
+            coder.norm_out.affine(),
             VAE_EPS,
             true,
         )?;
-        Self::conv(b, &x, &coder.conv_out, 1)
+        conv(b, &x, &coder.conv_out, 1, 1)
     }
 
     /// Decodes latents (B, latent_channels, h, w) — already divided by the scaling
@@ -352,11 +248,11 @@ impl Vae {
     pub fn decode(&self, b: &mut Batch, latents: &Tensor) -> Result<Tensor> {
         let d = &self.decoder;
         let mut x = match &self.post_quant_conv {
-            Some(c) => Self::conv(b, latents, c, 0)?,
+            Some(c) => conv(b, latents, c, 1, 0)?,
             None => latents.clone(),
         };
         // 1. conv_in, 2. mid block, 3. up blocks (resnets, then nearest 2x + conv)
-        x = Self::conv(b, &x, &d.conv_in, 1)?;
+        x = conv(b, &x, &d.conv_in, 1, 1)?;
         x = self.mid(b, &x, &d.mid)?;
         for stage in &d.stages {
             for r in &stage.resnets {
@@ -364,7 +260,7 @@ impl Vae {
             }
             if let Some(up) = &stage.resample {
                 x = b.upsample_nearest2x(&x)?;
-                x = Self::conv(b, &x, up, 1)?;
+                x = conv(b, &x, up, 1, 1)?;
             }
         }
         // 4. norm, SiLU, conv_out
@@ -376,20 +272,20 @@ impl Vae {
     pub fn encode_mean(&self, b: &mut Batch, image: &Tensor) -> Result<Tensor> {
         let e = &self.encoder;
         // 1. conv_in, 2. down blocks (resnets, then pad (0,1,0,1) + stride-2 conv)
-        let mut x = Self::conv(b, image, &e.conv_in, 1)?;
+        let mut x = conv(b, image, &e.conv_in, 1, 1)?;
         for stage in &e.stages {
             for r in &stage.resnets {
                 x = self.resnet(b, &x, r)?;
             }
             if let Some(down) = &stage.resample {
-                x = b.conv2d_padded(&x, &down.weight, Some(&down.bias), 2, [0, 1, 0, 1])?;
+                x = b.conv2d_padded(&x, &down.weight, down.bias.as_ref(), 2, [0, 1, 0, 1])?;
             }
         }
         // 3. mid block, 4. norm, SiLU, conv_out to (mean, logvar), quant_conv
         x = self.mid(b, &x, &e.mid)?;
         let mut moments = self.finish(b, &x, e)?;
         if let Some(q) = &self.quant_conv {
-            moments = Self::conv(b, &moments, q, 0)?;
+            moments = conv(b, &moments, q, 1, 0)?;
         }
         // The mean is the first latent_channels channels (the rest are the log-variance).
         Ok(b.slice_channels(&moments, 0, self.config.latent_channels)?)

@@ -1,0 +1,191 @@
+//! Building blocks shared by the UNet and the VAE: weight loading by diffusers key,
+//! convolutions, norms, projections of channel-first data, and `ResnetBlock2D`.
+
+use fovea_gpu::{Batch, DType, Gpu, MatmulOptions, Tensor};
+
+use crate::error::Result;
+use crate::weights::Weights;
+
+/// A convolution (or a projection stored as one) with its bias.
+pub(crate) struct Conv {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+/// Group/layer norm affine parameters.
+pub(crate) struct Norm {
+    pub gamma: Tensor,
+    pub beta: Tensor,
+}
+
+impl Norm {
+    pub fn affine(&self) -> Option<(&Tensor, &Tensor)> {
+        Some((&self.gamma, &self.beta))
+    }
+}
+
+/// Uploads weights of one model by key, in one dtype.
+pub(crate) struct Loader<'a> {
+    pub gpu: &'a Gpu,
+    pub weights: &'a Weights,
+    pub dtype: DType,
+}
+
+impl Loader<'_> {
+    pub fn tensor(&self, key: &str, shape: &[usize]) -> Result<Tensor> {
+        self.weights.upload(self.gpu, key, shape, self.dtype)
+    }
+
+    /// A k x k convolution with bias.
+    pub fn conv(&self, key: &str, c_out: usize, c_in: usize, k: usize) -> Result<Conv> {
+        Ok(Conv {
+            weight: self.tensor(&format!("{key}.weight"), &[c_out, c_in, k, k])?,
+            bias: Some(self.tensor(&format!("{key}.bias"), &[c_out])?),
+        })
+    }
+
+    /// A Linear (out, in) weight, optionally with bias.
+    pub fn linear(&self, key: &str, out_f: usize, in_f: usize, bias: bool) -> Result<Conv> {
+        Ok(Conv {
+            weight: self.tensor(&format!("{key}.weight"), &[out_f, in_f])?,
+            bias: if bias {
+                Some(self.tensor(&format!("{key}.bias"), &[out_f])?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// A projection stored as Linear (out, in) or as a 1x1 conv (out, in, 1, 1), under
+    /// the first of `keys` present; returned as a (out, in) matrix.
+    pub fn projection(&self, keys: &[String], out_f: usize, in_f: usize) -> Result<Conv> {
+        let names: Vec<String> = keys.iter().map(|k| format!("{k}.weight")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let v = self.weights.get_any(&refs)?;
+        let key = v.key.trim_end_matches(".weight").to_string();
+        let shape: Vec<usize> = if v.shape.len() == 4 {
+            vec![out_f, in_f, 1, 1]
+        } else {
+            vec![out_f, in_f]
+        };
+        let weight = self
+            .tensor(&format!("{key}.weight"), &shape)?
+            .reshape(&[out_f, in_f])?;
+        Ok(Conv {
+            weight,
+            bias: Some(self.tensor(&format!("{key}.bias"), &[out_f])?),
+        })
+    }
+
+    pub fn norm(&self, key: &str, c: usize) -> Result<Norm> {
+        Ok(Norm {
+            gamma: self.tensor(&format!("{key}.weight"), &[c])?,
+            beta: self.tensor(&format!("{key}.bias"), &[c])?,
+        })
+    }
+
+    /// diffusers `ResnetBlock2D`; `temb_dim` adds its `time_emb_proj`.
+    pub fn resnet(
+        &self,
+        key: &str,
+        c_in: usize,
+        c_out: usize,
+        temb_dim: Option<usize>,
+    ) -> Result<Resnet> {
+        Ok(Resnet {
+            norm1: self.norm(&format!("{key}.norm1"), c_in)?,
+            conv1: self.conv(&format!("{key}.conv1"), c_out, c_in, 3)?,
+            time_proj: match temb_dim {
+                Some(t) => Some(self.linear(&format!("{key}.time_emb_proj"), c_out, t, true)?),
+                None => None,
+            },
+            norm2: self.norm(&format!("{key}.norm2"), c_out)?,
+            conv2: self.conv(&format!("{key}.conv2"), c_out, c_out, 3)?,
+            shortcut: if c_in != c_out {
+                Some(self.conv(&format!("{key}.conv_shortcut"), c_out, c_in, 1)?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// `conv2d` with the layer's bias.
+pub(crate) fn conv(
+    b: &mut Batch,
+    x: &Tensor,
+    c: &Conv,
+    stride: usize,
+    pad: usize,
+) -> Result<Tensor> {
+    Ok(b.conv2d(x, &c.weight, c.bias.as_ref(), stride, pad)?)
+}
+
+/// Projects channel-first x (B, C, N) to token-major (B, N, out): x^T W^T + b.
+pub(crate) fn project_tokens(b: &mut Batch, x: &Tensor, p: &Conv) -> Result<Tensor> {
+    Ok(b.matmul(
+        x,
+        &p.weight,
+        p.bias.as_ref(),
+        MatmulOptions {
+            trans_a: true,
+            trans_b: true,
+            ..Default::default()
+        },
+    )?)
+}
+
+/// Projects token-major x (B, N, in) back to channel-first (B, out, N): W x^T + b.
+pub(crate) fn project_channels(b: &mut Batch, x: &Tensor, p: &Conv) -> Result<Tensor> {
+    Ok(b.matmul(
+        &p.weight,
+        x,
+        p.bias.as_ref(),
+        MatmulOptions {
+            trans_b: true,
+            bias_per_row: true,
+            ..Default::default()
+        },
+    )?)
+}
+
+/// diffusers `ResnetBlock2D` (`resnet_time_scale_shift = "default"`, output scale 1).
+pub(crate) struct Resnet {
+    pub norm1: Norm,
+    pub conv1: Conv,
+    pub time_proj: Option<Conv>,
+    pub norm2: Norm,
+    pub conv2: Conv,
+    pub shortcut: Option<Conv>,
+}
+
+impl Resnet {
+    /// `temb_silu` is SiLU(time embedding), (B, temb_dim), when the block has one.
+    pub fn forward(
+        &self,
+        b: &mut Batch,
+        x: &Tensor,
+        temb_silu: Option<&Tensor>,
+        groups: usize,
+        eps: f32,
+    ) -> Result<Tensor> {
+        // 1. norm, SiLU, conv
+        let h = b.group_norm(x, groups, self.norm1.affine(), eps, true)?;
+        let mut h = conv(b, &h, &self.conv1, 1, 1)?;
+        // 2. + time embedding projection, broadcast over H and W
+        if let (Some(p), Some(t)) = (&self.time_proj, temb_silu) {
+            let t = b.linear(t, &p.weight, p.bias.as_ref())?;
+            let s = t.shape().to_vec();
+            h = b.add(&h, &t.reshape(&[s[0], s[1], 1, 1])?)?;
+        }
+        // 3. norm, SiLU, conv
+        let h = b.group_norm(&h, groups, self.norm2.affine(), eps, true)?;
+        let h = conv(b, &h, &self.conv2, 1, 1)?;
+        // 4. residual, through a 1x1 conv when the channel count changes
+        let skip = match &self.shortcut {
+            Some(s) => conv(b, x, s, 1, 0)?,
+            None => x.clone(),
+        };
+        Ok(b.add(&skip, &h)?)
+    }
+}
