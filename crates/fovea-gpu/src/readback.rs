@@ -39,6 +39,27 @@ pub(crate) async fn map_read(gpu: &Gpu, buffer: &wgpu::Buffer, label: &str) -> R
 }
 
 impl Gpu {
+    /// Waits until all submitted work has finished (natively by polling the device, on
+    /// the web by awaiting the queue's completion callback). Not a readback: progress
+    /// reports use it to know that a step is really done.
+    pub async fn wait_idle(&self) -> Result<()> {
+        let (tx, rx) = futures_channel::oneshot::channel();
+        self.queue().on_submitted_work_done(move || {
+            let _ = tx.send(());
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        self.device()
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| GpuError::Wgpu {
+                context: "waiting for the GPU".into(),
+                message: e.to_string(),
+            })?;
+        rx.await.map_err(|_| {
+            GpuError::DeviceLost("the queue dropped its completion callback".into())
+        })?;
+        self.take_error("waiting for the GPU")
+    }
+
     /// Copies a tensor to the host as raw bytes (after all submitted work).
     pub async fn read_bytes(&self, t: &Tensor) -> Result<Vec<u8>> {
         let size = t.size_bytes().div_ceil(4) * 4;

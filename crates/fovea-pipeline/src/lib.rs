@@ -1,7 +1,11 @@
-//! fovea's diffusion pipeline. So far: the samplers ([`scheduler`]), matched step for
-//! step against diffusers fixtures. The denoising loop, guidance and image output
-//! build on them.
+//! fovea's diffusion pipeline: the samplers ([`scheduler`], matched step for step with
+//! diffusers), the platform-independent noise generator ([`rng`]) and Stable Diffusion
+//! text-to-image from a diffusers folder ([`sd`]).
 
+pub mod rng;
 pub mod scheduler;
+pub mod sd;
 
+pub use rng::NoiseRng;
 pub use scheduler::{Prediction, Scheduler, SchedulerError, SchedulerKind, StepPlan};
+pub use sd::{GenerateParams, Image, PipelineError, StableDiffusion, StepInfo};
