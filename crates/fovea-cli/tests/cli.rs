@@ -53,3 +53,65 @@ fn unknown_commands_fail_with_usage() {
     assert!(!ok);
     assert!(text.contains("Usage"), "{text}");
 }
+
+fn tiny_model() -> String {
+    format!(
+        "{}/../../tests/fixtures/tiny_pipeline",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+#[test]
+fn generate_writes_a_png_and_a_summary() {
+    let out = std::env::temp_dir().join(format!("fovea-cli-{}.png", std::process::id()));
+    let (ok, text) = fovea(&[
+        "generate",
+        "--model",
+        &tiny_model(),
+        "--prompt",
+        "a red apple",
+        "--steps",
+        "3",
+        "--seed",
+        "5",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    for needle in ["wrote", "steps/s", "peak GPU memory", "denoise"] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+    let img = image::open(&out).unwrap().to_rgba8();
+    assert_eq!(img.dimensions(), (16, 16));
+    assert!(
+        img.pixels().any(|p| p.0 != img.get_pixel(0, 0).0),
+        "a flat image"
+    );
+    std::fs::remove_file(&out).ok();
+}
+
+#[test]
+fn generate_refuses_bad_parameters_by_name() {
+    for (args, needle) in [
+        (vec!["--width", "18"], "`width` = 18"),
+        (vec!["--steps", "0"], "`steps` = 0"),
+        (vec!["--cfg", "NaN"], "`cfg` = NaN"),
+        (vec!["--scheduler", "heun"], "heun"),
+    ] {
+        let model = tiny_model();
+        let mut all = vec![
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "x",
+            "-o",
+            "/tmp/unused.png",
+        ];
+        all.extend(args);
+        let (ok, text) = fovea(&all);
+        assert!(!ok && text.contains(needle), "{all:?}:\n{text}");
+    }
+    let (ok, text) = fovea(&["generate", "--model", "/nonexistent/model", "--prompt", "x"]);
+    assert!(!ok && text.contains("/nonexistent/model"), "{text}");
+}

@@ -119,6 +119,12 @@ pub struct AdapterReport {
     pub usable: std::result::Result<(), String>,
 }
 
+fn instance_with(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
 fn instance() -> wgpu::Instance {
     wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
 }
@@ -218,16 +224,26 @@ impl std::fmt::Debug for Gpu {
 impl Gpu {
     /// Opens the preferred adapter on the backends allowed by `WGPU_BACKEND`.
     pub async fn new(options: GpuOptions) -> Result<Gpu> {
-        let inst = instance();
-        let adapter = inst
-            .request_adapter(&wgpu::RequestAdapterOptions {
-                power_preference: options.power_preference,
-                force_fallback_adapter: false,
-                compatible_surface: None,
-                apply_limit_buckets: false,
-            })
-            .await
-            .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
+        let request = wgpu::RequestAdapterOptions {
+            power_preference: options.power_preference,
+            force_fallback_adapter: false,
+            compatible_surface: None,
+            apply_limit_buckets: false,
+        };
+        // Without WGPU_BACKEND, try the primary backends (Vulkan, Metal, DX12, WebGPU)
+        // first and fall back to GL only when none has an adapter: probing GL when it
+        // is not needed costs time and logs driver noise.
+        let adapter = match wgpu::Backends::from_env() {
+            Some(_) => instance().request_adapter(&request).await,
+            None => match instance_with(wgpu::Backends::PRIMARY)
+                .request_adapter(&request)
+                .await
+            {
+                Ok(a) => Ok(a),
+                Err(_) => instance().request_adapter(&request).await,
+            },
+        }
+        .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
         Self::from_adapter(adapter, options).await
     }
 

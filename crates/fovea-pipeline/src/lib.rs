@@ -8,4 +8,4 @@ pub mod sd;
 
 pub use rng::NoiseRng;
 pub use scheduler::{Prediction, Scheduler, SchedulerError, SchedulerKind, StepPlan};
-pub use sd::{GenerateParams, Image, PipelineError, StableDiffusion, StepInfo};
+pub use sd::{GenerateParams, Image, PipelineError, StableDiffusion, StepInfo, Timings};

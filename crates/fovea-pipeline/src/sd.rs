@@ -111,6 +111,21 @@ pub struct Image {
     pub height: usize,
     /// RGBA8, row-major.
     pub rgba: Vec<u8>,
+    /// Wall time per stage, GPU work included.
+    pub timings: Timings,
+}
+
+/// Wall time of each stage of a generation, in milliseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    /// Tokenizer and text encoder.
+    pub text_ms: f64,
+    /// The denoising loop.
+    pub denoise_ms: f64,
+    /// VAE decode and readback.
+    pub decode_ms: f64,
+    /// Steps run.
+    pub steps: usize,
 }
 
 /// A loaded Stable Diffusion pipeline.
@@ -239,12 +254,20 @@ impl StableDiffusion {
             ids.push(self.tokenizer.encode(&p.negative_prompt)?);
         }
         ids.push(self.tokenizer.encode(&p.prompt)?);
+        let started = web_time::Instant::now();
         let mut b = gpu.batch();
         let context = self
             .text_encoder
             .forward(&mut b, &ids, p.clip_skip)?
             .embedding;
         b.submit()?;
+        gpu.wait_idle().await?;
+        let mut timings = Timings {
+            text_ms: ms(started),
+            steps: p.steps,
+            ..Default::default()
+        };
+        let started = web_time::Instant::now();
         // 2. initial latents, scaled by the scheduler's init_noise_sigma
         let sched = Scheduler::new(kind, &self.scheduler_config, p.steps)?;
         let n = lc * lh * lw;
@@ -323,7 +346,9 @@ impl StableDiffusion {
                 return Err(PipelineError::Cancelled(i + 1));
             }
         }
+        timings.denoise_ms = ms(started);
         // 4. VAE decode of latents / scaling_factor, then to RGBA8
+        let started = web_time::Instant::now();
         let mut b = gpu.batch();
         let z = b.scale(
             &sample,
@@ -333,7 +358,8 @@ impl StableDiffusion {
         let image = self.vae.decode(&mut b, &z)?;
         b.submit()?;
         let pixels = gpu.read_f32(&image).await?;
-        Ok(to_rgba(&pixels, p.width, p.height))
+        timings.decode_ms = ms(started);
+        Ok(to_rgba(&pixels, p.width, p.height, timings))
     }
 }
 
@@ -370,7 +396,7 @@ fn guidance(b: &mut Batch, out: &Tensor, g: f32) -> Result<Tensor, PipelineError
 }
 
 /// (1, 3, H, W) in [-1, 1] -> RGBA8 as diffusers' postprocess: (x / 2 + 0.5) clamped.
-fn to_rgba(chw: &[f32], width: usize, height: usize) -> Image {
+fn to_rgba(chw: &[f32], width: usize, height: usize, timings: Timings) -> Image {
     let plane = width * height;
     let mut rgba = vec![255u8; plane * 4];
     for i in 0..plane {
@@ -383,5 +409,10 @@ fn to_rgba(chw: &[f32], width: usize, height: usize) -> Image {
         width,
         height,
         rgba,
+        timings,
     }
+}
+
+fn ms(since: web_time::Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
 }
