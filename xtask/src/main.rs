@@ -157,6 +157,8 @@ fn run_ci() -> Result<(), String> {
             "fovea-gpu",
             "-p",
             "fovea-models",
+            "-p",
+            "fovea-pipeline",
         ],
         &[("RUSTFLAGS", "-D warnings")],
     )?;

@@ -8,12 +8,11 @@
 //! needs are gathered on the host and uploaded, instead of putting the whole
 //! vocabulary table (150 MB at SD size) on the GPU.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use fovea_gpu::{Activation, AttentionOptions, Batch, DType, Gpu, Tensor};
 
-use crate::config::{ClipTextConfig, read_json};
+use crate::config::ClipTextConfig;
 use crate::error::{ModelError, Result};
 use crate::weights::Weights;
 
@@ -60,11 +59,8 @@ pub struct ClipOutput {
 impl ClipTextModel {
     /// Loads `dir/config.json` and its safetensors weights, uploading in `dtype`.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn load(gpu: &Gpu, dir: &Path, dtype: DType) -> Result<ClipTextModel> {
-        let config_path = dir.join("config.json");
-        let config: ClipTextConfig = read_json(&config_path)?;
-        config.validate(&config_path)?;
-        let weights = Weights::open_dir(dir, None)?;
+    pub fn load(gpu: &Gpu, dir: &std::path::Path, dtype: DType) -> Result<ClipTextModel> {
+        let (config, weights) = crate::weights::open_component(dir, ClipTextConfig::validate)?;
         Self::from_weights(gpu, config, Arc::new(weights), dtype)
     }
 

@@ -8,12 +8,10 @@
 //! weight shape tells them apart. `upcast_attention` needs nothing: attention always
 //! accumulates in f32.
 
-use std::path::Path;
-
 use fovea_gpu::{Activation, AttentionOptions, Batch, DType, Gpu, Tensor, TimestepOptions};
 
 use crate::blocks::{Conv, Loader, Norm, Resnet, conv, project_channels, project_tokens};
-use crate::config::{UNetConfig, read_json};
+use crate::config::UNetConfig;
 use crate::error::{ModelError, Result};
 use crate::weights::Weights;
 
@@ -122,11 +120,8 @@ impl Loader<'_> {
 impl UNet {
     /// Loads `dir/config.json` and its weights, uploading in `dtype`.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn load(gpu: &Gpu, dir: &Path, dtype: DType) -> Result<UNet> {
-        let config_path = dir.join("config.json");
-        let config: UNetConfig = read_json(&config_path)?;
-        config.validate(&config_path)?;
-        let weights = Weights::open_dir(dir, None)?;
+    pub fn load(gpu: &Gpu, dir: &std::path::Path, dtype: DType) -> Result<UNet> {
+        let (config, weights) = crate::weights::open_component(dir, UNetConfig::validate)?;
         Self::from_weights(gpu, config, &weights, dtype)
     }
 

@@ -2,13 +2,11 @@
 //! encoder's posterior mean (image -> latents), in diffusers' order. Latent scaling by
 //! `scaling_factor` is the pipeline's job, as in diffusers.
 
-use std::path::Path;
-
 use fovea_gpu::{AttentionOptions, Batch, DType, Gpu, Tensor};
 
 use crate::blocks::{Conv, Loader, Norm, Resnet, conv, project_channels, project_tokens};
 
-use crate::config::{VaeConfig, read_json};
+use crate::config::VaeConfig;
 use crate::error::Result;
 use crate::weights::Weights;
 
@@ -88,11 +86,8 @@ impl VaeLoader for Loader<'_> {
 impl Vae {
     /// Loads `dir/config.json` and its weights, uploading in `dtype`.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn load(gpu: &Gpu, dir: &Path, dtype: DType) -> Result<Vae> {
-        let config_path = dir.join("config.json");
-        let config: VaeConfig = read_json(&config_path)?;
-        config.validate(&config_path)?;
-        let weights = Weights::open_dir(dir, None)?;
+    pub fn load(gpu: &Gpu, dir: &std::path::Path, dtype: DType) -> Result<Vae> {
+        let (config, weights) = crate::weights::open_component(dir, VaeConfig::validate)?;
         Self::from_weights(gpu, config, &weights, dtype)
     }
 

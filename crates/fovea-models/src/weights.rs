@@ -344,3 +344,19 @@ impl Weights {
         Ok(v)
     }
 }
+
+/// Reads `dir/config.json` as `C`, validates it, and opens the folder's weights: the
+/// first step of loading any diffusers model component.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) fn open_component<C>(
+    dir: &Path,
+    validate: impl Fn(&C, &Path) -> Result<()>,
+) -> Result<(C, Weights)>
+where
+    C: for<'de> serde::Deserialize<'de>,
+{
+    let config_path = dir.join("config.json");
+    let config: C = crate::config::read_json(&config_path)?;
+    validate(&config, &config_path)?;
+    Ok((config, Weights::open_dir(dir, None)?))
+}

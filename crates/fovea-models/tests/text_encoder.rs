@@ -3,43 +3,21 @@
 //! keys), their last_hidden_state and clip-skip-1 embedding for fixed ids. Bound: 1e-4
 //! relative RMS error (||a - b|| / ||b||) in f32, 3e-3 in f16.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use fovea_gpu::{DType, Gpu, GpuOptions};
-use fovea_models::{ClipTextModel, Weights};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn rel_rms(got: &[f32], want: &[f32]) -> f64 {
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
-    if got.iter().any(|v| !v.is_finite()) {
-        f64::INFINITY
-    } else {
-        (num / den).sqrt()
-    }
-}
+use common::{expected, fixtures, gpu, rel_rms};
+use fovea_gpu::DType;
+use fovea_models::ClipTextModel;
 
 #[test]
 fn text_encoders_match_transformers() {
-    let gpu = pollster::block_on(Gpu::new(GpuOptions::default())).unwrap();
+    let gpu = gpu();
     let mut dtypes = vec![(DType::F32, 1e-4)];
     if gpu.capabilities().shader_f16 {
         dtypes.push((DType::F16, 3e-3));
     }
     for act in ["quick_gelu", "gelu"] {
-        let expected = Weights::from_bytes(vec![(
-            format!("text_encoder_{act}.safetensors"),
-            std::fs::read(fixtures().join(format!("expected/text_encoder_{act}.safetensors")))
-                .unwrap(),
-        )])
-        .unwrap();
+        let expected = expected(&format!("text_encoder_{act}.safetensors"));
         let ids: Vec<Vec<u32>> = expected
             .get("input_ids")
             .unwrap()
@@ -71,7 +49,7 @@ fn text_encoders_match_transformers() {
 
 #[test]
 fn bad_text_encoder_inputs_are_named() {
-    let gpu = pollster::block_on(Gpu::new(GpuOptions::default())).unwrap();
+    let gpu = gpu();
     let model =
         ClipTextModel::load(&gpu, &fixtures().join("tiny_text_encoder_gelu"), DType::F32).unwrap();
     let mut b = gpu.batch();

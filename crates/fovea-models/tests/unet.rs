@@ -3,44 +3,21 @@
 //! projections, per-block heads, upcast_attention, two transformer layers), with
 //! per-item timesteps. Bound: relative RMS error 1e-4 in f32, 5e-3 with f16 storage.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use fovea_gpu::{DType, Gpu, GpuOptions};
-use fovea_models::{UNet, Weights};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn rel_rms(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
-    if got.iter().any(|v| !v.is_finite()) {
-        f64::INFINITY
-    } else {
-        (num / den).sqrt()
-    }
-}
+use common::{expected, fixtures, gpu, rel_rms};
+use fovea_gpu::DType;
+use fovea_models::UNet;
 
 #[test]
 fn unets_match_diffusers() {
-    let gpu = pollster::block_on(Gpu::new(GpuOptions::default())).unwrap();
+    let gpu = gpu();
     let mut dtypes = vec![(DType::F32, 1e-4)];
     if gpu.capabilities().shader_f16 {
         dtypes.push((DType::F16, 5e-3));
     }
     for name in ["sd1", "sd2"] {
-        let file = format!("unet_{name}.safetensors");
-        let expected = Weights::from_bytes(vec![(
-            file.clone(),
-            std::fs::read(fixtures().join("expected").join(&file)).unwrap(),
-        )])
-        .unwrap();
+        let expected = expected(&format!("unet_{name}.safetensors"));
         for (dtype, bound) in &dtypes {
             let unet =
                 UNet::load(&gpu, &fixtures().join(format!("tiny_unet_{name}")), *dtype).unwrap();
@@ -69,7 +46,7 @@ fn unets_match_diffusers() {
 
 #[test]
 fn bad_unet_inputs_are_named() {
-    let gpu = pollster::block_on(Gpu::new(GpuOptions::default())).unwrap();
+    let gpu = gpu();
     let unet = UNet::load(&gpu, &fixtures().join("tiny_unet_sd1"), DType::F32).unwrap();
     let x = gpu
         .upload_f32("x", &[1, 4, 7, 8], DType::F32, &[0.0; 224])

@@ -2,38 +2,16 @@
 //! decoding fixed latents and encoding a fixed image to its posterior mean. Bound:
 //! relative RMS error 1e-4 in f32, 3e-3 with f16 storage.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use fovea_gpu::{DType, Gpu, GpuOptions};
-use fovea_models::{Vae, Weights};
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn rel_rms(got: &[f32], want: &[f32]) -> f64 {
-    assert_eq!(got.len(), want.len());
-    let num: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
-    let den: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
-    if got.iter().any(|v| !v.is_finite()) {
-        f64::INFINITY
-    } else {
-        (num / den).sqrt()
-    }
-}
+use common::{expected, fixtures, gpu, rel_rms};
+use fovea_gpu::DType;
+use fovea_models::Vae;
 
 #[test]
 fn vae_decode_and_encode_match_diffusers() {
-    let gpu = pollster::block_on(Gpu::new(GpuOptions::default())).unwrap();
-    let expected = Weights::from_bytes(vec![(
-        "vae.safetensors".into(),
-        std::fs::read(fixtures().join("expected/vae.safetensors")).unwrap(),
-    )])
-    .unwrap();
+    let gpu = gpu();
+    let expected = expected("vae.safetensors");
     let mut dtypes = vec![(DType::F32, 1e-4)];
     if gpu.capabilities().shader_f16 {
         dtypes.push((DType::F16, 3e-3));

@@ -4,10 +4,8 @@
 //! step is one batch submitted to the GPU, with the scheduler's update applied on the
 //! GPU from its [`StepPlan`](crate::StepPlan) coefficients (no readback in the loop).
 
-use std::path::Path;
-
 use fovea_gpu::{Batch, BinaryOp, DType, Gpu, Tensor};
-use fovea_models::config::{SchedulerConfig, read_json};
+use fovea_models::config::SchedulerConfig;
 use fovea_models::{ClipTextModel, ClipTokenizer, UNet, Vae};
 
 use crate::rng::NoiseRng;
@@ -143,7 +141,11 @@ impl StableDiffusion {
     /// Loads a diffusers folder (`tokenizer/`, `text_encoder/`, `unet/`, `vae/`,
     /// `scheduler/`), uploading weights in `dtype`.
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn load(gpu: &Gpu, dir: &Path, dtype: DType) -> Result<StableDiffusion, PipelineError> {
+    pub fn load(
+        gpu: &Gpu,
+        dir: &std::path::Path,
+        dtype: DType,
+    ) -> Result<StableDiffusion, PipelineError> {
         if !dir.is_dir() {
             return Err(fovea_models::ModelError::Io {
                 path: dir.display().to_string(),
@@ -159,7 +161,7 @@ impl StableDiffusion {
         let unet = UNet::load(gpu, &dir.join("unet"), dtype)?;
         let vae = Vae::load(gpu, &dir.join("vae"), dtype)?;
         let sched_path = dir.join("scheduler").join("scheduler_config.json");
-        let scheduler_config: SchedulerConfig = read_json(&sched_path)?;
+        let scheduler_config: SchedulerConfig = fovea_models::config::read_json(&sched_path)?;
         scheduler_config.validate(&sched_path)?;
         if text_encoder.config().hidden_size != unet.config().cross_attention_dim {
             return Err(param(
