@@ -66,3 +66,54 @@ fn bad_unet_inputs_are_named() {
         "{e}"
     );
 }
+
+/// Full size on a real GPU: `FOVEA_FULL_UNET` names a folder with `unet/` (e.g. random
+/// weights in the SD 2.1-base architecture, made by tests/fixtures/full_size_unet.py)
+/// and `expected.safetensors` (sample, timesteps, encoder_hidden_states and diffusers'
+/// fp32 output). Prints the error and the forward time (second run, after warm-up).
+#[test]
+#[ignore = "needs FOVEA_FULL_UNET and a real GPU"]
+fn full_size_unet_matches_diffusers() {
+    let dir = std::path::PathBuf::from(std::env::var("FOVEA_FULL_UNET").expect("FOVEA_FULL_UNET"));
+    let gpu = gpu();
+    let expected = fovea_models::Weights::open_dir(&dir, None).unwrap();
+    let mut dtypes = vec![(DType::F32, 1e-3)];
+    if gpu.capabilities().shader_f16 {
+        dtypes.push((DType::F16, 2e-2));
+    }
+    for (dtype, bound) in dtypes {
+        let load = std::time::Instant::now();
+        let unet = UNet::load(&gpu, &dir.join("unet"), dtype).unwrap();
+        let load_s = load.elapsed().as_secs_f64();
+        let up = |key: &str, dt: DType| {
+            let v = expected.get(key).unwrap();
+            gpu.upload_f32(key, v.shape, dt, &v.to_f32().unwrap())
+                .unwrap()
+        };
+        let (sample, t, ctx) = (
+            up("sample", dtype),
+            up("timesteps", DType::F32),
+            up("encoder_hidden_states", dtype),
+        );
+        let mut out = None;
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let start = std::time::Instant::now();
+            let mut b = gpu.batch();
+            out = Some(unet.forward(&mut b, &sample, &t, &ctx).unwrap());
+            b.submit().unwrap();
+            pollster::block_on(gpu.wait_idle()).unwrap();
+            times.push(start.elapsed().as_secs_f64() * 1000.0);
+        }
+        let got = pollster::block_on(gpu.read_f32(&out.unwrap())).unwrap();
+        let err = rel_rms(&got, &expected.get("output").unwrap().to_f32().unwrap());
+        eprintln!(
+            "full-size unet {dtype}: relative RMS error {err:.2e}; load {load_s:.1} s; forward {:.1} ms (runs: {times:.1?}); peak pool {:.0} MiB",
+            times[2],
+            gpu.pool_stats().peak_in_use as f64 / (1u64 << 20) as f64
+        );
+        assert!(err < bound, "{dtype}: {err:.2e} >= {bound}");
+        drop(unet);
+        gpu.trim_pool();
+    }
+}
