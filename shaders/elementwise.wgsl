@@ -5,6 +5,11 @@ const ACT_IDENTITY: u32 = 0u;
 const ACT_SILU: u32 = 1u;
 const ACT_GELU: u32 = 2u;
 const ACT_QUICK_GELU: u32 = 3u;
+const ACT_RELU: u32 = 4u;
+const ACT_TANH: u32 = 5u;
+// exp(x / 2) with x clamped to [-30, 20]: a diagonal Gaussian's standard deviation
+// from its log-variance, as diffusers' DiagonalGaussianDistribution computes it.
+const ACT_GAUSSIAN_STD: u32 = 6u;
 
 const OP_ADD: u32 = 0u;
 const OP_MUL: u32 = 1u;
@@ -41,6 +46,10 @@ fn activate(x: f32, act: u32) -> f32 {
         case 1u: { return silu(x); }
         case 2u: { return gelu(x); }
         case 3u: { return quick_gelu(x); }
+        case 4u: { return max(x, 0.0); }
+        // Clamped: some backends build tanh from exp and give NaN (inf / inf) for large x.
+        case 5u: { return tanh(clamp(x, -15.0, 15.0)); }
+        case 6u: { return exp(0.5 * clamp(x, -30.0, 20.0)); }
         default: { return x; }
     }
 }

@@ -176,6 +176,9 @@ pub struct GpuOptions {
     pub allow_timestamps: bool,
     /// Request cooperative matrix when available (experimental in wgpu).
     pub allow_cooperative_matrix: bool,
+    /// Cap fovea's storage-binding and buffer sizes below the adapter's, to behave as a
+    /// smaller adapter would (e.g. the 128 MiB WebGPU default); `None` uses the adapter's.
+    pub max_binding_bytes: Option<u64>,
 }
 
 impl Default for GpuOptions {
@@ -185,6 +188,7 @@ impl Default for GpuOptions {
             allow_f16: true,
             allow_timestamps: true,
             allow_cooperative_matrix: true,
+            max_binding_bytes: None,
         }
     }
 }
@@ -297,7 +301,12 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let limits = device.limits();
+        let mut limits = device.limits();
+        if let Some(cap) = options.max_binding_bytes {
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(cap);
+            limits.max_buffer_size = limits.max_buffer_size.min(cap);
+        }
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 device,

@@ -23,6 +23,13 @@ pub enum Activation {
     Gelu = 2,
     /// x * sigmoid(1.702 x), CLIP's quick_gelu
     QuickGelu = 3,
+    /// max(x, 0)
+    Relu = 4,
+    /// tanh(x)
+    Tanh = 5,
+    /// exp(x / 2) with x clamped to [-30, 20]: a diagonal Gaussian's standard deviation
+    /// from its log-variance (diffusers' `DiagonalGaussianDistribution`)
+    GaussianStd = 6,
 }
 
 /// Binary op of [`Batch::binary`].

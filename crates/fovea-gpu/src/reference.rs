@@ -111,6 +111,11 @@ pub fn quick_gelu(x: f64) -> f64 {
     x / (1.0 + (-1.702 * x).exp())
 }
 
+/// exp(x / 2) with x clamped to [-30, 20] (a Gaussian's std from its log-variance).
+pub fn gaussian_std(x: f64) -> f64 {
+    (0.5 * x.clamp(-30.0, 20.0)).exp()
+}
+
 /// Group norm over (N, C, S) with optional affine and SiLU.
 #[allow(clippy::too_many_arguments)]
 pub fn group_norm(

@@ -172,6 +172,9 @@ impl Checker {
             Activation::Silu => r::silu,
             Activation::Gelu => r::gelu,
             Activation::QuickGelu => r::quick_gelu,
+            Activation::Relu => |x| x.max(0.0),
+            Activation::Tanh => f64::tanh,
+            Activation::GaussianStd => r::gaussian_std,
         };
         let want: Vec<f64> = xr
             .iter()

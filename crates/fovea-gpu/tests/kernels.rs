@@ -19,6 +19,9 @@ fn activations_match_reference() {
             Activation::Silu,
             Activation::Gelu,
             Activation::QuickGelu,
+            Activation::Relu,
+            Activation::Tanh,
+            Activation::GaussianStd,
         ] {
             for shape in [&[1][..], &[257], &[3, 1000]] {
                 expect_pass(c.seed, block_on(c.unary(act, shape, dt)));
