@@ -38,9 +38,25 @@ impl Loader<'_> {
 
     /// A k x k convolution with bias.
     pub fn conv(&self, key: &str, c_out: usize, c_in: usize, k: usize) -> Result<Conv> {
+        self.conv_bias(key, c_out, c_in, k, true)
+    }
+
+    /// A k x k convolution, with a bias when `bias`.
+    pub fn conv_bias(
+        &self,
+        key: &str,
+        c_out: usize,
+        c_in: usize,
+        k: usize,
+        bias: bool,
+    ) -> Result<Conv> {
         Ok(Conv {
             weight: self.tensor(&format!("{key}.weight"), &[c_out, c_in, k, k])?,
-            bias: Some(self.tensor(&format!("{key}.bias"), &[c_out])?),
+            bias: if bias {
+                Some(self.tensor(&format!("{key}.bias"), &[c_out])?)
+            } else {
+                None
+            },
         })
     }
 

@@ -775,3 +775,106 @@ impl SchedulerConfig {
         Ok(())
     }
 }
+
+/// `config.json` of diffusers' `AutoencoderTiny` (TAESD); fovea uses its decoder.
+#[derive(Clone, Debug, Deserialize)]
+pub struct TinyVaeConfig {
+    /// Image channels out.
+    #[serde(default = "d_in3")]
+    pub out_channels: usize,
+    /// Latent channels.
+    #[serde(default = "d_in4")]
+    pub latent_channels: usize,
+    /// Decoder channels per stage.
+    #[serde(default = "d_taesd_channels")]
+    pub decoder_block_out_channels: Vec<usize>,
+    /// `AutoencoderTinyBlock`s per decoder stage.
+    #[serde(default = "d_taesd_decoder_blocks")]
+    pub num_decoder_blocks: Vec<usize>,
+    /// Activation (TAESD uses ReLU).
+    #[serde(default = "d_relu")]
+    pub act_fn: String,
+    /// Upsampling mode between stages.
+    #[serde(default = "d_nearest")]
+    pub upsample_fn: String,
+    /// Upsampling factor between stages.
+    #[serde(default = "d_two")]
+    pub upsampling_scaling_factor: usize,
+    /// Latents are divided by this before decoding (1 for TAESD).
+    #[serde(default = "d_one_f")]
+    pub scaling_factor: f64,
+}
+
+fn ch_differ(ch: &[usize]) -> bool {
+    ch.windows(2).any(|w| w[0] != w[1])
+}
+
+fn d_taesd_channels() -> Vec<usize> {
+    vec![64; 4]
+}
+fn d_taesd_decoder_blocks() -> Vec<usize> {
+    vec![3, 3, 3, 1]
+}
+fn d_relu() -> String {
+    "relu".into()
+}
+fn d_nearest() -> String {
+    "nearest".into()
+}
+
+impl TinyVaeConfig {
+    /// Refuses features fovea does not implement, naming the field.
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let n = self.decoder_block_out_channels.len();
+        if n == 0 || self.num_decoder_blocks.len() != n {
+            return Err(unsupported(
+                path,
+                "decoder_block_out_channels/num_decoder_blocks",
+                (&self.decoder_block_out_channels, &self.num_decoder_blocks),
+                "non-empty lists of equal length",
+            ));
+        }
+        // Each stage's last conv keeps its width, so the next stage's blocks see it.
+        if ch_differ(&self.decoder_block_out_channels) {
+            return Err(unsupported(
+                path,
+                "decoder_block_out_channels",
+                &self.decoder_block_out_channels,
+                "the same width for every stage",
+            ));
+        }
+        if self.act_fn != "relu" {
+            return Err(unsupported(path, "act_fn", &self.act_fn, "relu"));
+        }
+        if self.upsample_fn != "nearest" {
+            return Err(unsupported(
+                path,
+                "upsample_fn",
+                &self.upsample_fn,
+                "nearest",
+            ));
+        }
+        if self.upsampling_scaling_factor != 2 {
+            return Err(unsupported(
+                path,
+                "upsampling_scaling_factor",
+                self.upsampling_scaling_factor,
+                "2",
+            ));
+        }
+        if !(self.scaling_factor.is_finite() && self.scaling_factor > 0.0) {
+            return Err(unsupported(
+                path,
+                "scaling_factor",
+                self.scaling_factor,
+                "a positive number",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Image pixels per latent pixel.
+    pub fn upscale(&self) -> usize {
+        1 << (self.decoder_block_out_channels.len() - 1)
+    }
+}

@@ -2,7 +2,7 @@
 //! encoder's posterior mean (image -> latents), in diffusers' order. Latent scaling by
 //! `scaling_factor` is the pipeline's job, as in diffusers.
 
-use fovea_gpu::{AttentionOptions, Batch, DType, Gpu, Tensor};
+use fovea_gpu::{Activation, AttentionOptions, Batch, DType, Gpu, Tensor};
 
 use crate::blocks::{Conv, Loader, Norm, Resnet, conv, project_channels, project_tokens};
 
@@ -262,9 +262,10 @@ impl Vae {
         self.finish(b, &x, d)
     }
 
-    /// Encodes images (B, in_channels, H, W) in [-1, 1] to the posterior mean
-    /// (B, latent_channels, H/8, W/8), before scaling.
-    pub fn encode_mean(&self, b: &mut Batch, image: &Tensor) -> Result<Tensor> {
+    /// Encodes images (B, in_channels, H, W) in [-1, 1] to the posterior's moments
+    /// (B, 2 * latent_channels, H/8, W/8): the mean, then the log-variance (unclamped),
+    /// before scaling.
+    pub fn encode_moments(&self, b: &mut Batch, image: &Tensor) -> Result<Tensor> {
         let e = &self.encoder;
         // 1. conv_in, 2. down blocks (resnets, then pad (0,1,0,1) + stride-2 conv)
         let mut x = conv(b, image, &e.conv_in, 1, 1)?;
@@ -278,11 +279,34 @@ impl Vae {
         }
         // 3. mid block, 4. norm, SiLU, conv_out to (mean, logvar), quant_conv
         x = self.mid(b, &x, &e.mid)?;
-        let mut moments = self.finish(b, &x, e)?;
-        if let Some(q) = &self.quant_conv {
-            moments = conv(b, &moments, q, 1, 0)?;
+        let moments = self.finish(b, &x, e)?;
+        match &self.quant_conv {
+            Some(q) => conv(b, &moments, q, 1, 0),
+            None => Ok(moments),
         }
-        // The mean is the first latent_channels channels (the rest are the log-variance).
+    }
+
+    /// Encodes images to the posterior mean (B, latent_channels, H/8, W/8), before
+    /// scaling.
+    pub fn encode_mean(&self, b: &mut Batch, image: &Tensor) -> Result<Tensor> {
+        let moments = self.encode_moments(b, image)?;
         Ok(b.slice_channels(&moments, 0, self.config.latent_channels)?)
+    }
+
+    /// A draw from the posterior given its moments (B, 2C, h, w) and standard normals
+    /// `eps` (B, C, h, w): mean + exp(logvar / 2) * eps, with the log-variance clamped
+    /// to [-30, 20] as diffusers' `DiagonalGaussianDistribution.sample` does.
+    pub fn sample_posterior(
+        &self,
+        b: &mut Batch,
+        moments: &Tensor,
+        eps: &Tensor,
+    ) -> Result<Tensor> {
+        let c = self.config.latent_channels;
+        let mean = b.slice_channels(moments, 0, c)?;
+        let logvar = b.slice_channels(moments, c, c)?;
+        let std = b.unary(&logvar, Activation::GaussianStd, 1.0, 0.0)?;
+        let spread = b.mul(&std, eps)?;
+        Ok(b.add(&mean, &spread)?)
     }
 }
