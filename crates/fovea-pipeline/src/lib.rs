@@ -1,11 +1,15 @@
 //! fovea's diffusion pipeline: the samplers ([`scheduler`], matched step for step with
 //! diffusers), the platform-independent noise generator ([`rng`]) and Stable Diffusion
-//! text-to-image from a diffusers folder ([`sd`]).
+//! text-to-image and image-to-image from a diffusers folder ([`sd`]), with tiled VAE
+//! passes ([`tiling`]).
 
 pub mod rng;
 pub mod scheduler;
 pub mod sd;
+pub mod tiling;
 
 pub use rng::NoiseRng;
 pub use scheduler::{Prediction, Scheduler, SchedulerError, SchedulerKind, StepPlan};
-pub use sd::{GenerateParams, Image, PipelineError, StableDiffusion, StepInfo, Timings};
+pub use sd::{
+    GenerateParams, Image, Img2ImgNoise, PipelineError, StableDiffusion, StepInfo, Timings,
+};

@@ -136,6 +136,8 @@ pub struct Scheduler {
     spacing: String,
     num_train: usize,
     timestep_scaling: f64,
+    /// First step run (img2img starts part-way); multistep history starts there.
+    begin: usize,
     last_denoised: Option<Vec<f32>>,
 }
 
@@ -408,6 +410,7 @@ impl Scheduler {
             spacing,
             num_train: t_train,
             timestep_scaling: cfg.timestep_scaling,
+            begin: 0,
             last_denoised: None,
         })
     }
@@ -439,6 +442,47 @@ impl Scheduler {
                 }
             }
             _ => 1.0,
+        }
+    }
+
+    /// The first step to run for img2img at `strength` (diffusers' `get_timesteps`:
+    /// the last `int(steps * strength)` steps are run), and makes it this scheduler's
+    /// begin index. Errors when no step would run.
+    pub fn begin_for_strength(&mut self, strength: f64) -> Result<usize, SchedulerError> {
+        if !(0.0..=1.0).contains(&strength) {
+            return Err(param("strength", strength, "a number in [0, 1]"));
+        }
+        let n = self.timesteps.len();
+        let run = ((n as f64 * strength) as usize).min(n);
+        if run == 0 {
+            return Err(param(
+                "strength",
+                strength,
+                format!("large enough that strength x steps ({n}) >= 1 (no step would run)"),
+            ));
+        }
+        self.begin = n - run;
+        Ok(self.begin)
+    }
+
+    /// The first step run (0 unless set by [`begin_for_strength`](Self::begin_for_strength)).
+    pub fn begin(&self) -> usize {
+        self.begin
+    }
+
+    /// Coefficients (a, b) of diffusers' `add_noise` at step `i`: noisy = a * x0 + b * noise.
+    pub fn add_noise_coefs(&self, i: usize) -> (f64, f64) {
+        match self.kind {
+            SchedulerKind::Euler | SchedulerKind::EulerAncestral => (1.0, self.sigmas[i]),
+            SchedulerKind::DpmPlusPlus2M => {
+                let sigma = self.sigmas[i];
+                let alpha = 1.0 / (sigma * sigma + 1.0).sqrt();
+                (alpha, sigma * alpha)
+            }
+            SchedulerKind::Ddim | SchedulerKind::Lcm => {
+                let a = self.alpha(self.timesteps[i]);
+                (a.sqrt(), (1.0 - a).sqrt())
+            }
         }
     }
 
@@ -556,7 +600,7 @@ impl Scheduler {
                 let h = lambda(a_t, s_t) - lambda(a_s0, s_s0);
                 let phi = (-h).exp() - 1.0; // -1 when the next sigma is 0
                 let ratio = if s_t == 0.0 { 0.0 } else { s_t / s_s0 };
-                let first_order = i == 0 || i == n - 1;
+                let first_order = i == self.begin || i == n - 1;
                 if first_order {
                     StepPlan {
                         sample: ratio,

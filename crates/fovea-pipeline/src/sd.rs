@@ -6,10 +6,11 @@
 
 use fovea_gpu::{Batch, BinaryOp, DType, Gpu, Tensor};
 use fovea_models::config::SchedulerConfig;
-use fovea_models::{ClipTextModel, ClipTokenizer, UNet, Vae};
+use fovea_models::{ClipTextModel, ClipTokenizer, TinyVae, UNet, Vae};
 
 use crate::rng::NoiseRng;
 use crate::scheduler::{Scheduler, SchedulerKind};
+use crate::tiling::{self, Blender};
 
 /// Pipeline errors: a parameter, a model problem, or the GPU.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +72,13 @@ pub struct GenerateParams {
     pub scheduler: Option<SchedulerKind>,
     /// CLIP layers to skip from the end (0 = last layer).
     pub clip_skip: usize,
+    /// img2img: how much of the starting image to replace, in [0, 1] (1 = all).
+    pub strength: f64,
+    /// Decode (and encode) in tiles of this many pixels a side; `None` tiles only when
+    /// one pass would exceed the adapter's limits.
+    pub vae_tile: Option<usize>,
+    /// Decode with the TAESD decoder (see [`StableDiffusion::load_taesd`]).
+    pub taesd: bool,
 }
 
 impl Default for GenerateParams {
@@ -85,6 +93,9 @@ impl Default for GenerateParams {
             height: 512,
             scheduler: None,
             clip_skip: 0,
+            strength: 0.8,
+            vae_tile: None,
+            taesd: false,
         }
     }
 }
@@ -124,6 +135,8 @@ pub struct Timings {
     pub decode_ms: f64,
     /// Steps run.
     pub steps: usize,
+    /// VAE tiles decoded (0: one pass).
+    pub decode_tiles: usize,
 }
 
 /// A loaded Stable Diffusion pipeline.
@@ -134,6 +147,7 @@ pub struct StableDiffusion {
     text_encoder: ClipTextModel,
     unet: UNet,
     vae: Vae,
+    taesd: Option<TinyVae>,
     scheduler_config: SchedulerConfig,
 }
 
@@ -181,6 +195,7 @@ impl StableDiffusion {
             text_encoder,
             unet,
             vae,
+            taesd: None,
             scheduler_config,
         })
     }
@@ -237,6 +252,32 @@ impl StableDiffusion {
         ))
     }
 
+    /// Loads a TAESD (`AutoencoderTiny`) folder as the fast decoder that
+    /// [`GenerateParams::taesd`] selects.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn load_taesd(&mut self, dir: &std::path::Path) -> Result<(), PipelineError> {
+        let taesd = TinyVae::load(&self.gpu, dir, self.dtype)?;
+        self.set_taesd(taesd)
+    }
+
+    /// Installs a loaded TAESD decoder, checking it fits this model's latents.
+    pub fn set_taesd(&mut self, taesd: TinyVae) -> Result<(), PipelineError> {
+        let (lc, up) = (taesd.config().latent_channels, taesd.config().upscale());
+        if lc != self.unet.config().in_channels || up != self.vae_scale() {
+            return Err(param(
+                "taesd",
+                format!("{lc} latent channels, {up}x upscale"),
+                format!(
+                    "{} latent channels and {}x upscale, as this model's VAE",
+                    self.unet.config().in_channels,
+                    self.vae_scale()
+                ),
+            ));
+        }
+        self.taesd = Some(taesd);
+        Ok(())
+    }
+
     /// Generates an image from text; `latents` replaces the seeded initial noise (it must
     /// be (1, latent_channels, h/8, w/8) standard normals). `on_step` is called after each
     /// step and may return `false` to cancel.
@@ -247,52 +288,133 @@ impl StableDiffusion {
         on_step: &mut dyn FnMut(StepInfo) -> bool,
     ) -> Result<Image, PipelineError> {
         let (kind, lh, lw) = self.validate(p)?;
-        let gpu = &self.gpu;
-        let guided = p.cfg > 1.0;
+        let (context, text_ms) = self.encode_prompt(p).await?;
+        let started = web_time::Instant::now();
+        let sched = Scheduler::new(kind, &self.scheduler_config, p.steps)?;
         let lc = self.unet.config().in_channels;
-        // 1. prompt embeddings, [negative, positive] when guided
+        let n = lc * lh * lw;
+        let mut rng = NoiseRng::new(p.seed);
+        let init = match latents {
+            Some(l) => expect_len("latents", l, [1, lc, lh, lw])?.to_vec(),
+            None => rng.normals(n),
+        };
+        // Initial latents, scaled by the scheduler's init_noise_sigma.
+        let init = self
+            .gpu
+            .upload_f32("latents", &[1, lc, lh, lw], self.dtype, &init)?;
+        let mut b = self.gpu.batch();
+        let sample = b.scale(&init, sched.init_noise_sigma() as f32, 0.0)?;
+        b.submit()?;
+        self.finish(
+            p, sched, sample, &context, &mut rng, text_ms, started, on_step,
+        )
+        .await
+    }
+
+    /// Generates an image from text and a starting image (diffusers'
+    /// `StableDiffusionImg2ImgPipeline`): the image is encoded, noised to the level of
+    /// step `steps - int(steps * strength)` and denoised from there. `init_rgba` is RGBA8
+    /// of `width` x `height`. Noise is drawn from the seed in this order: the VAE
+    /// posterior sample, the added noise, then any ancestral step noise; `noise`
+    /// replaces the first two.
+    pub async fn img2img(
+        &self,
+        p: &GenerateParams,
+        init_rgba: &[u8],
+        noise: Option<Img2ImgNoise<'_>>,
+        on_step: &mut dyn FnMut(StepInfo) -> bool,
+    ) -> Result<Image, PipelineError> {
+        let (kind, lh, lw) = self.validate(p)?;
+        let mut sched = Scheduler::new(kind, &self.scheduler_config, p.steps)?;
+        let begin = sched.begin_for_strength(p.strength)?;
+        if init_rgba.len() != p.width * p.height * 4 {
+            return Err(param(
+                "init_image",
+                format!("{} bytes", init_rgba.len()),
+                format!(
+                    "{}x{} RGBA8 ({} bytes)",
+                    p.width,
+                    p.height,
+                    p.width * p.height * 4
+                ),
+            ));
+        }
+        let (context, text_ms) = self.encode_prompt(p).await?;
+        let started = web_time::Instant::now();
+        let lc = self.unet.config().in_channels;
+        let shape = [1, lc, lh, lw];
+        let mut rng = NoiseRng::new(p.seed);
+        let (eps, added) = match noise {
+            Some(z) => (
+                expect_len("posterior noise", z.posterior, shape)?.to_vec(),
+                expect_len("added noise", z.noise, shape)?.to_vec(),
+            ),
+            None => {
+                let eps = rng.normals(lc * lh * lw);
+                (eps, rng.normals(lc * lh * lw))
+            }
+        };
+        // Encode, sample the posterior, scale, then noise to the starting step.
+        let moments = self
+            .encode_image(p, &from_rgba(init_rgba, p.width, p.height))
+            .await?;
+        let eps = self
+            .gpu
+            .upload_f32("posterior noise", &shape, self.dtype, &eps)?;
+        let added = self
+            .gpu
+            .upload_f32("added noise", &shape, self.dtype, &added)?;
+        let (a, z) = sched.add_noise_coefs(begin);
+        let mut b = self.gpu.batch();
+        let x0 = self.vae.sample_posterior(&mut b, &moments, &eps)?;
+        let sample = lin(&mut b, &x0, a * self.vae.config().scaling_factor, &added, z)?;
+        b.submit()?;
+        self.finish(
+            p, sched, sample, &context, &mut rng, text_ms, started, on_step,
+        )
+        .await
+    }
+
+    /// Prompt embeddings, [negative, positive] when guided, and the time they took.
+    async fn encode_prompt(&self, p: &GenerateParams) -> Result<(Tensor, f64), PipelineError> {
         let mut ids = Vec::new();
-        if guided {
+        if p.cfg > 1.0 {
             ids.push(self.tokenizer.encode(&p.negative_prompt)?);
         }
         ids.push(self.tokenizer.encode(&p.prompt)?);
         let started = web_time::Instant::now();
-        let mut b = gpu.batch();
+        let mut b = self.gpu.batch();
         let context = self
             .text_encoder
             .forward(&mut b, &ids, p.clip_skip)?
             .embedding;
         b.submit()?;
-        gpu.wait_idle().await?;
-        let mut timings = Timings {
-            text_ms: ms(started),
-            steps: p.steps,
-            ..Default::default()
-        };
-        let started = web_time::Instant::now();
-        // 2. initial latents, scaled by the scheduler's init_noise_sigma
-        let sched = Scheduler::new(kind, &self.scheduler_config, p.steps)?;
-        let n = lc * lh * lw;
-        let mut rng = NoiseRng::new(p.seed);
-        let init = match latents {
-            Some(l) if l.len() == n => l.to_vec(),
-            Some(l) => {
-                return Err(param(
-                    "latents",
-                    format!("{} values", l.len()),
-                    format!("{n} values (1, {lc}, {lh}, {lw})"),
-                ));
-            }
-            None => rng.normals(n),
-        };
-        let mut sample = gpu.upload_f32("latents", &[1, lc, lh, lw], self.dtype, &init)?;
-        let mut b = gpu.batch();
-        sample = b.scale(&sample, sched.init_noise_sigma() as f32, 0.0)?;
-        b.submit()?;
-        // 3. denoising loop
+        self.gpu.wait_idle().await?;
+        Ok((context, ms(started)))
+    }
+
+    /// Runs the denoising loop from the scheduler's begin step, decodes and packs the image.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        p: &GenerateParams,
+        sched: Scheduler,
+        mut sample: Tensor,
+        context: &Tensor,
+        rng: &mut NoiseRng,
+        text_ms: f64,
+        started: web_time::Instant,
+        on_step: &mut dyn FnMut(StepInfo) -> bool,
+    ) -> Result<Image, PipelineError> {
+        let gpu = &self.gpu;
+        let guided = p.cfg > 1.0;
+        let shape = sample.shape().to_vec();
+        let n = sample.len();
         let mut prev_denoised: Option<Tensor> = None;
         let timesteps = sched.timesteps().to_vec();
-        for (i, &t) in timesteps.iter().enumerate() {
+        let begin = sched.begin();
+        let total = timesteps.len() - begin;
+        for (i, &t) in timesteps.iter().enumerate().skip(begin) {
             let plan = sched.plan(i);
             if plan.denoised.clip.is_some() {
                 return Err(param(
@@ -302,7 +424,7 @@ impl StableDiffusion {
                 ));
             }
             let noise = if plan.noise != 0.0 {
-                Some(gpu.upload_f32("noise", &[1, lc, lh, lw], self.dtype, &rng.normals(n))?)
+                Some(gpu.upload_f32("noise", &shape, self.dtype, &rng.normals(n))?)
             } else {
                 None
             };
@@ -315,7 +437,7 @@ impl StableDiffusion {
             } else {
                 x_in
             };
-            let out = self.unet.forward(&mut b, &model_in, &ts, &context)?;
+            let out = self.unet.forward(&mut b, &model_in, &ts, context)?;
             let model_out = if guided {
                 guidance(&mut b, &out, p.cfg)?
             } else {
@@ -341,28 +463,216 @@ impl StableDiffusion {
             prev_denoised = Some(denoised);
             gpu.wait_idle().await?;
             if !on_step(StepInfo {
-                step: i + 1,
-                total: timesteps.len(),
+                step: i + 1 - begin,
+                total,
                 timestep: t,
             }) {
-                return Err(PipelineError::Cancelled(i + 1));
+                return Err(PipelineError::Cancelled(i + 1 - begin));
             }
         }
-        timings.denoise_ms = ms(started);
-        // 4. VAE decode of latents / scaling_factor, then to RGBA8
+        let mut timings = Timings {
+            text_ms,
+            denoise_ms: ms(started),
+            steps: total,
+            ..Default::default()
+        };
         let started = web_time::Instant::now();
-        let mut b = gpu.batch();
-        let z = b.scale(
-            &sample,
-            (1.0 / self.vae.config().scaling_factor) as f32,
-            0.0,
-        )?;
-        let image = self.vae.decode(&mut b, &z)?;
-        b.submit()?;
-        let pixels = gpu.read_f32(&image).await?;
+        let (pixels, tiles) = self.decode_latents(p, &sample).await?;
         timings.decode_ms = ms(started);
+        timings.decode_tiles = tiles;
         Ok(to_rgba(&pixels, p.width, p.height, timings))
     }
+
+    /// Decodes latents (1, C, h, w) as the denoising loop leaves them (scaled by the
+    /// VAE's scaling factor) to (3, H, W) pixels in about [-1, 1], with the decoder `p`
+    /// selects (VAE or TAESD), in tiles of `p.vae_tile` or, without it, in one pass when
+    /// that fits the adapter's limits and in tiles when not. Returns the pixels and the
+    /// number of tiles (0 = one pass).
+    pub async fn decode_latents(
+        &self,
+        p: &GenerateParams,
+        sample: &Tensor,
+    ) -> Result<(Vec<f32>, usize), PipelineError> {
+        let scaling = match (&self.taesd, p.taesd) {
+            (Some(t), true) => t.config().scaling_factor,
+            (None, true) => {
+                return Err(param("taesd", "true", "a TAESD decoder loaded first"));
+            }
+            (_, false) => self.vae.config().scaling_factor,
+        };
+        let mut b = self.gpu.batch();
+        let z = b.scale(sample, (1.0 / scaling) as f32, 0.0)?;
+        b.submit()?;
+        let s = z.shape().to_vec();
+        let (lh, lw) = (s[2], s[3]);
+        let mut tile = match p.vae_tile {
+            Some(px) => (px / self.vae_scale()).max(1),
+            None => match self.decode_pass(p, &z).await {
+                Err(e) if is_limit(&e) => {
+                    log::info!("VAE decode over the adapter's limits in one pass ({e}); tiling");
+                    largest_tile(lh, lw)
+                }
+                other => return other.map(|px| (px, 0)),
+            },
+        };
+        let latents = self.gpu.read_f32(&z).await?;
+        loop {
+            match self.decode_tiled(p, &latents, s[1], lh, lw, tile).await {
+                Err(e) if is_limit(&e) && tile > 8 => tile /= 2,
+                other => return other,
+            }
+        }
+    }
+
+    async fn decode_pass(&self, p: &GenerateParams, z: &Tensor) -> Result<Vec<f32>, PipelineError> {
+        let mut b = self.gpu.batch();
+        let image = match (&self.taesd, p.taesd) {
+            (Some(t), true) => t.decode(&mut b, z)?,
+            _ => self.vae.decode(&mut b, z)?,
+        };
+        b.submit()?;
+        Ok(self.gpu.read_f32(&image).await?)
+    }
+
+    /// Decodes (c, lh, lw) latents in overlapping `tile` x `tile` pieces, blended.
+    async fn decode_tiled(
+        &self,
+        p: &GenerateParams,
+        latents: &[f32],
+        c: usize,
+        lh: usize,
+        lw: usize,
+        tile: usize,
+    ) -> Result<(Vec<f32>, usize), PipelineError> {
+        let s = self.vae_scale();
+        let overlap = (tile / 4).max(1);
+        let pieces = tiling::tiles(lh, lw, tile, overlap);
+        let mut out = Blender::new(3, lh * s, lw * s, overlap * s);
+        for &t in &pieces {
+            let part = tiling::crop(latents, c, lh, lw, t);
+            let z = self
+                .gpu
+                .upload_f32("latent tile", &[1, c, t.h, t.w], self.dtype, &part)?;
+            out.add(&self.decode_pass(p, &z).await?, t.scaled(s));
+        }
+        Ok((out.finish(), pieces.len()))
+    }
+
+    /// Encodes (3, H, W) pixels in [-1, 1] to the VAE posterior's moments
+    /// (1, 2C, H/8, W/8), in tiles when asked or when one pass exceeds the limits.
+    async fn encode_image(
+        &self,
+        p: &GenerateParams,
+        pixels: &[f32],
+    ) -> Result<Tensor, PipelineError> {
+        let s = self.vae_scale();
+        let (h, w) = (p.height, p.width);
+        let mut tile = match p.vae_tile {
+            Some(px) => (px / s).max(1),
+            None => {
+                let attempt = async {
+                    let image =
+                        self.gpu
+                            .upload_f32("init image", &[1, 3, h, w], self.dtype, pixels)?;
+                    let mut b = self.gpu.batch();
+                    let m = self.vae.encode_moments(&mut b, &image)?;
+                    b.submit()?;
+                    Ok::<_, PipelineError>(m)
+                };
+                match attempt.await {
+                    Err(e) if is_limit(&e) => largest_tile(h / s, w / s),
+                    other => return other,
+                }
+            }
+        };
+        let (lh, lw) = (h / s, w / s);
+        let c2 = 2 * self.vae.config().latent_channels;
+        loop {
+            let attempt = async {
+                let overlap = (tile / 4).max(1);
+                let mut out = Blender::new(c2, lh, lw, overlap);
+                for t in tiling::tiles(lh, lw, tile, overlap) {
+                    let px = t.scaled(s);
+                    let part = tiling::crop(pixels, 3, h, w, px);
+                    let image = self.gpu.upload_f32(
+                        "image tile",
+                        &[1, 3, px.h, px.w],
+                        self.dtype,
+                        &part,
+                    )?;
+                    let mut b = self.gpu.batch();
+                    let m = self.vae.encode_moments(&mut b, &image)?;
+                    b.submit()?;
+                    out.add(&self.gpu.read_f32(&m).await?, t);
+                }
+                Ok::<_, PipelineError>(out.finish())
+            };
+            match attempt.await {
+                Err(e) if is_limit(&e) && tile > 8 => tile /= 2,
+                Err(e) => return Err(e),
+                Ok(m) => {
+                    return Ok(self
+                        .gpu
+                        .upload_f32("moments", &[1, c2, lh, lw], self.dtype, &m)?);
+                }
+            }
+        }
+    }
+}
+
+/// Caller-supplied noise for [`StableDiffusion::img2img`] (parity tests).
+#[derive(Clone, Copy, Debug)]
+pub struct Img2ImgNoise<'a> {
+    /// Standard normals for the VAE posterior sample, (1, C, h, w).
+    pub posterior: &'a [f32],
+    /// Standard normals added to reach the starting step, (1, C, h, w).
+    pub noise: &'a [f32],
+}
+
+/// The first tile side tried when one pass does not fit: half the longer side, halved
+/// again while a tile still exceeds the limits (larger tiles blend less).
+fn largest_tile(h: usize, w: usize) -> usize {
+    h.max(w).div_ceil(2).max(1)
+}
+
+/// Whether an error is an adapter limit (a binding or buffer too large), which tiling
+/// can avoid.
+fn is_limit(e: &PipelineError) -> bool {
+    matches!(
+        e,
+        PipelineError::Gpu(fovea_gpu::GpuError::Limit { .. })
+            | PipelineError::Model(fovea_models::ModelError::Gpu(
+                fovea_gpu::GpuError::Limit { .. }
+            ))
+    )
+}
+
+fn expect_len<'a>(
+    what: &'static str,
+    v: &'a [f32],
+    shape: [usize; 4],
+) -> Result<&'a [f32], PipelineError> {
+    let n: usize = shape.iter().product();
+    if v.len() != n {
+        return Err(param(
+            what,
+            format!("{} values", v.len()),
+            format!("{n} values {shape:?}"),
+        ));
+    }
+    Ok(v)
+}
+
+/// RGBA8 -> (3, H, W) in [-1, 1], as diffusers' image preprocessing.
+fn from_rgba(rgba: &[u8], width: usize, height: usize) -> Vec<f32> {
+    let plane = width * height;
+    let mut out = vec![0.0; 3 * plane];
+    for i in 0..plane {
+        for c in 0..3 {
+            out[c * plane + i] = rgba[i * 4 + c] as f32 / 255.0 * 2.0 - 1.0;
+        }
+    }
+    out
 }
 
 /// alpha * x + beta * y.
