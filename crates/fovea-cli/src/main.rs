@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate an image from a text prompt.
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// List GPU adapters with backend, device type, features and key limits.
     Info {
         /// Also run every kernel on the preferred adapter against CPU references.
@@ -74,12 +74,33 @@ struct GenerateArgs {
     /// Use f32 weights and activations even when the adapter has shader-f16.
     #[arg(long)]
     f32: bool,
+    /// img2img: start from this image (PNG or JPEG), resized to --width/--height
+    /// (default: its own size rounded down to the model's granularity).
+    #[arg(long, short = 'i')]
+    init_image: Option<PathBuf>,
+    /// img2img: how much of the init image to replace, 0..1 (1 = all of it).
+    #[arg(long, default_value_t = 0.8)]
+    strength: f64,
+    /// Images to make, with seeds seed, seed+1, ...; outputs get a _1, _2, ... suffix.
+    #[arg(long, short = 'b', default_value_t = 1)]
+    batch_count: usize,
+    /// Decode (and encode) with the VAE in tiles of this many pixels a side (default:
+    /// tiles only when one pass would exceed the adapter's limits).
+    #[arg(long)]
+    vae_tile: Option<usize>,
+    /// Decode with this TAESD (AutoencoderTiny) folder instead of the model's VAE: fast,
+    /// slightly softer.
+    #[arg(long)]
+    taesd: Option<PathBuf>,
     /// Output PNG.
     #[arg(long, short = 'o', default_value = "fovea.png")]
     out: PathBuf,
 }
 
 fn generate(args: GenerateArgs) -> Result<(), String> {
+    if args.batch_count == 0 {
+        return Err("`--batch-count` = 0 is invalid: at least 1".into());
+    }
     let gpu = pollster::block_on(Gpu::new(GpuOptions::default())).map_err(|e| e.to_string())?;
     let dtype = if gpu.capabilities().shader_f16 && !args.f32 {
         DType::F16
@@ -92,7 +113,10 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
         gpu.adapter_info().backend
     );
     let load_start = std::time::Instant::now();
-    let sd = StableDiffusion::load(&gpu, &args.model, dtype).map_err(|e| e.to_string())?;
+    let mut sd = StableDiffusion::load(&gpu, &args.model, dtype).map_err(|e| e.to_string())?;
+    if let Some(dir) = &args.taesd {
+        sd.load_taesd(dir).map_err(|e| e.to_string())?;
+    }
     let load_ms = load_start.elapsed().as_secs_f64() * 1000.0;
     let scheduler = args
         .scheduler
@@ -100,57 +124,118 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
         .map(SchedulerKind::parse)
         .transpose()
         .map_err(|e| e.to_string())?;
+    let init = match &args.init_image {
+        Some(path) => Some(
+            image::open(path)
+                .map_err(|e| format!("--init-image {}: {e}", path.display()))?
+                .to_rgba8(),
+        ),
+        None => None,
+    };
     let native = sd.native_size();
-    let params = GenerateParams {
+    let g = sd.granularity();
+    // img2img defaults to the init image's size, rounded down to the granularity.
+    let own = |v: u32| ((v as usize / g) * g).max(g);
+    let (width, height) = match &init {
+        Some(img) => (
+            args.width.unwrap_or(own(img.width())),
+            args.height.unwrap_or(own(img.height())),
+        ),
+        None => (args.width.unwrap_or(native), args.height.unwrap_or(native)),
+    };
+    let mut params = GenerateParams {
         prompt: args.prompt,
         negative_prompt: args.negative_prompt,
         steps: args.steps,
         cfg: args.cfg,
         seed: args.seed,
-        width: args.width.unwrap_or(native),
-        height: args.height.unwrap_or(native),
+        width,
+        height,
         scheduler,
         clip_skip: args.clip_skip,
+        strength: args.strength,
+        vae_tile: args.vae_tile,
+        taesd: args.taesd.is_some(),
     };
-    let bar = indicatif::ProgressBar::new(params.steps as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} step {pos}/{len} [{bar:30}] {per_sec} eta {eta}",
+    // diffusers resizes with Lanczos too.
+    let init_rgba = init.map(|img| {
+        let sized = if (img.width() as usize, img.height() as usize) == (width, height) {
+            img
+        } else {
+            image::imageops::resize(
+                &img,
+                width as u32,
+                height as u32,
+                image::imageops::FilterType::Lanczos3,
+            )
+        };
+        sized.into_raw()
+    });
+    for k in 0..args.batch_count {
+        params.seed = args.seed.wrapping_add(k as u64);
+        let out = if args.batch_count == 1 {
+            args.out.clone()
+        } else {
+            numbered(&args.out, k + 1)
+        };
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} step {pos}/{len} [{bar:30}] {per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        gpu.reset_peak();
+        let mut on_step = |s: fovea_pipeline::StepInfo| {
+            bar.set_length(s.total as u64);
+            bar.set_position(s.step as u64);
+            true
+        };
+        let image = match &init_rgba {
+            Some(rgba) => pollster::block_on(sd.img2img(&params, rgba, None, &mut on_step)),
+            None => pollster::block_on(sd.txt2img(&params, None, &mut on_step)),
+        }
+        .map_err(|e| e.to_string())?;
+        bar.finish_and_clear();
+        image::save_buffer(
+            &out,
+            &image.rgba,
+            image.width as u32,
+            image.height as u32,
+            image::ExtendedColorType::Rgba8,
         )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    gpu.reset_peak();
-    let image = pollster::block_on(sd.txt2img(&params, None, &mut |s| {
-        bar.set_position(s.step as u64);
-        true
-    }))
-    .map_err(|e| e.to_string())?;
-    bar.finish_and_clear();
-    image::save_buffer(
-        &args.out,
-        &image.rgba,
-        image.width as u32,
-        image.height as u32,
-        image::ExtendedColorType::Rgba8,
-    )
-    .map_err(|e| format!("{}: {e}", args.out.display()))?;
-    let t = image.timings;
-    let peak = gpu.pool_stats().peak_in_use;
-    eprintln!(
-        "wrote {} ({}x{}, seed {})\n  load {:.0} ms | text {:.0} ms | denoise {:.0} ms ({:.2} steps/s) | decode {:.0} ms | peak GPU memory {:.1} MiB (activations)",
-        args.out.display(),
-        image.width,
-        image.height,
-        params.seed,
-        load_ms,
-        t.text_ms,
-        t.denoise_ms,
-        t.steps as f64 / (t.denoise_ms / 1000.0),
-        t.decode_ms,
-        peak as f64 / (1u64 << 20) as f64,
-    );
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+        let t = image.timings;
+        let peak = gpu.pool_stats().peak_in_use;
+        let tiles = if t.decode_tiles > 0 {
+            format!(" in {} tiles", t.decode_tiles)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "wrote {} ({}x{}, seed {})\n  load {:.0} ms | text {:.0} ms | denoise {:.0} ms ({} steps, {:.2} steps/s) | decode {:.0} ms{tiles} | peak GPU memory {:.1} MiB (activations)",
+            out.display(),
+            image.width,
+            image.height,
+            params.seed,
+            if k == 0 { load_ms } else { 0.0 },
+            t.text_ms,
+            t.denoise_ms,
+            t.steps,
+            t.steps as f64 / (t.denoise_ms / 1000.0),
+            t.decode_ms,
+            peak as f64 / (1u64 << 20) as f64,
+        );
+    }
     Ok(())
+}
+
+/// `out.png` -> `out_3.png`.
+fn numbered(path: &std::path::Path, k: usize) -> PathBuf {
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("fovea");
+    let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("png");
+    path.with_file_name(format!("{stem}_{k}.{ext}"))
 }
 
 fn yes_no(b: bool) -> &'static str {
@@ -236,7 +321,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Generate(args) => match generate(args) {
+        Command::Generate(args) => match generate(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

@@ -97,6 +97,11 @@ fn generate_refuses_bad_parameters_by_name() {
         (vec!["--steps", "0"], "`steps` = 0"),
         (vec!["--cfg", "NaN"], "`cfg` = NaN"),
         (vec!["--scheduler", "heun"], "heun"),
+        (vec!["--batch-count", "0"], "`--batch-count` = 0"),
+        (
+            vec!["--init-image", "/nonexistent/in.png"],
+            "/nonexistent/in.png",
+        ),
     ] {
         let model = tiny_model();
         let mut all = vec![
@@ -114,4 +119,69 @@ fn generate_refuses_bad_parameters_by_name() {
     }
     let (ok, text) = fovea(&["generate", "--model", "/nonexistent/model", "--prompt", "x"]);
     assert!(!ok && text.contains("/nonexistent/model"), "{text}");
+}
+
+#[test]
+fn img2img_with_batch_count_and_tiles() {
+    let dir = std::env::temp_dir().join(format!("fovea-cli-i2i-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // An 18x18 two-colour image: resized to 16x16 (the model's granularity is 4).
+    let src = dir.join("in.png");
+    image::RgbaImage::from_fn(18, 18, |x, _| {
+        if x < 9 {
+            image::Rgba([200, 30, 30, 255])
+        } else {
+            image::Rgba([30, 30, 200, 255])
+        }
+    })
+    .save(&src)
+    .unwrap();
+    let out = dir.join("out.png");
+    let taesd = format!(
+        "{}/../../tests/fixtures/tiny_taesd",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (ok, text) = fovea(&[
+        "generate",
+        "--model",
+        &tiny_model(),
+        "--prompt",
+        "a frog",
+        "--init-image",
+        src.to_str().unwrap(),
+        "--strength",
+        "0.5",
+        "--steps",
+        "4",
+        "-b",
+        "2",
+        "--vae-tile",
+        "8",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("2 steps") && text.contains("tiles"), "{text}");
+    let (a, b) = (dir.join("out_1.png"), dir.join("out_2.png"));
+    let (a, b) = (
+        image::open(&a).unwrap().to_rgba8(),
+        image::open(&b).unwrap().to_rgba8(),
+    );
+    assert_eq!(a.dimensions(), (16, 16));
+    assert_ne!(a, b, "seeds seed and seed+1 gave the same image");
+    let (ok, text) = fovea(&[
+        "generate",
+        "--model",
+        &tiny_model(),
+        "--prompt",
+        "a frog",
+        "--steps",
+        "2",
+        "--taesd",
+        &taesd,
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok && out.exists(), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
 }
