@@ -14,7 +14,8 @@ struct Params {
     use_head_list: u32,
     // x extent of the zero_heads dispatch (ceil(n_q * head_dim / 256)).
     zero_groups_x: u32,
-    _pad: u32,
+    // decide_heads: a head is pruned when its normalised entropy is below this.
+    threshold: f32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -43,6 +44,24 @@ fn entropy_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
         sum += entropy_partial[slot * params.n_query_tiles + t];
     }
     entropy[slot] = sum / f32(params.n_q);
+}
+
+// ---- decide_heads ----
+// The pruning rule on the GPU: a head stays active unless its measured normalised
+// entropy is below the threshold (threshold 0 keeps every head). NaN entropies keep
+// the head.
+// decide_entropy: (B * H) normalised entropy per head
+@group(0) @binding(9) var<storage, read> decide_entropy: array<f32>;
+// decide_mask: (B * H), 1 = compute the head
+@group(0) @binding(10) var<storage, read_write> decide_mask: array<u32>;
+
+@compute @workgroup_size(64)
+fn decide_heads(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let slot = gid.x;
+    if slot >= params.n_slots {
+        return;
+    }
+    decide_mask[slot] = select(1u, 0u, decide_entropy[slot] < params.threshold);
 }
 
 // ---- compact_heads ----

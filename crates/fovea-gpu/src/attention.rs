@@ -179,7 +179,7 @@ struct HeadsParams {
     n_heads: u32,
     use_head_list: u32,
     zero_groups_x: u32,
-    _pad: u32,
+    threshold: f32,
 }
 
 fn shape_err(message: String) -> GpuError {
@@ -470,7 +470,7 @@ impl Batch {
             n_heads: o.heads as u32,
             use_head_list: o.active_heads.is_some() as u32,
             zero_groups_x: zero_groups as u32,
-            _pad: 0,
+            threshold: 0.0,
         };
         let reduce_key = PipelineKey {
             variant: Variant::new("attention_heads", storage, &[])?,
@@ -579,6 +579,49 @@ impl Batch {
         self.matmul(&probs, v, None, crate::MatmulOptions::default())
     }
 
+    /// The pruning decision on the GPU: a u32 (B·H) mask that is 0 where `entropy`
+    /// (f32 (B·H) normalised entropies, e.g. [`AttentionOutput::entropy`]) is below
+    /// `threshold` and 1 elsewhere; feed it to [`compact_heads`](Self::compact_heads).
+    pub fn decide_heads(&mut self, entropy: &Tensor, threshold: f32) -> Result<Tensor> {
+        const OP: &str = "decide_heads";
+        if entropy.dtype() != DType::F32 || entropy.is_empty() {
+            return Err(GpuError::Shape {
+                op: OP,
+                message: format!(
+                    "entropy must be a non-empty f32 tensor, got {}",
+                    entropy.describe()
+                ),
+            });
+        }
+        if !threshold.is_finite() {
+            return Err(GpuError::Param {
+                op: OP,
+                param: "threshold",
+                value: threshold.to_string(),
+                expected: "a finite number".into(),
+            });
+        }
+        let slots = entropy.len();
+        let mask = self.gpu().empty(OP, &[slots], DType::U32)?;
+        let params = HeadsParams {
+            n_slots: slots as u32,
+            threshold,
+            ..Zeroable::zeroed()
+        };
+        let key = PipelineKey {
+            variant: Variant::new("attention_heads", fovea_shaders::Dtype::F32, &[])?,
+            entry: "decide_heads",
+        };
+        let d = self.gpu().dispatch(
+            &key,
+            bytemuck::bytes_of(&params),
+            &[(9, Bind::Tensor(entropy)), (10, Bind::Tensor(&mask))],
+            Workgroups::Direct([slots.div_ceil(64) as u32, 1, 1]),
+        )?;
+        self.record(d);
+        Ok(mask)
+    }
+
     /// Compacts a per-(batch, head) mask (u32, nonzero = compute) into a [`HeadList`]
     /// for attention over `n_q` queries of `head_dim`, entirely on the GPU.
     pub fn compact_heads(
@@ -615,7 +658,7 @@ impl Batch {
             n_heads: 1,
             use_head_list: 0,
             zero_groups_x: (n_q * head_dim).div_ceil(256) as u32,
-            _pad: 0,
+            threshold: 0.0,
         };
         // The list kernel has no float data; the f32 variant is always available.
         let key = PipelineKey {

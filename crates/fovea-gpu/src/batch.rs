@@ -257,6 +257,42 @@ impl Batch {
         Ok(())
     }
 
+    /// Copies `bytes` from `src` at byte `src_offset` to `dst` at `dst_offset` (all
+    /// multiples of 4).
+    pub fn copy_region(
+        &mut self,
+        src: &Tensor,
+        src_offset: u64,
+        dst: &Tensor,
+        dst_offset: u64,
+        bytes: u64,
+    ) -> Result<()> {
+        let aligned = |v: u64| v.is_multiple_of(wgpu::COPY_BUFFER_ALIGNMENT);
+        if !(aligned(src_offset) && aligned(dst_offset) && aligned(bytes))
+            || src_offset + bytes > src.size_bytes()
+            || dst_offset + bytes > dst.size_bytes()
+        {
+            return Err(GpuError::Shape {
+                op: "copy_region",
+                message: format!(
+                    "{bytes} bytes from {} at {src_offset} into {} at {dst_offset}: out of range or not 4-byte aligned",
+                    src.describe(),
+                    dst.describe()
+                ),
+            });
+        }
+        self.encoder().copy_buffer_to_buffer(
+            src.buffer(),
+            src_offset,
+            dst.buffer(),
+            dst_offset,
+            bytes,
+        );
+        self.keep_alive.push(src.clone());
+        self.keep_alive.push(dst.clone());
+        Ok(())
+    }
+
     /// Fills a tensor's storage with zero bytes.
     pub fn clear(&mut self, t: &Tensor) {
         let bytes = t.size_bytes().div_ceil(4) * 4;

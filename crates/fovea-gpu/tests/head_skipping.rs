@@ -311,3 +311,41 @@ fn skipped_heads_output_zeros_when_asked() {
         }
     }
 }
+
+/// The pruning rule on the GPU equals its CPU statement (prune when entropy < threshold,
+/// NaN kept) on random entropies, with the threshold at 0 (keep all), 1 (prune every
+/// head short of exactly uniform attention) and random values; bad thresholds are named.
+#[test]
+fn decide_heads_matches_the_cpu_rule() {
+    let s = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(s);
+    let g = gpu();
+    for slots in [1usize, 63, 64, 65, 300] {
+        let mut entropy: Vec<f32> = (0..slots).map(|_| rng.random_range(0.0..1.0)).collect();
+        entropy[0] = f32::NAN;
+        if slots > 2 {
+            entropy[1] = 1.0;
+            entropy[2] = 0.0;
+        }
+        let e = g
+            .upload_f32("entropy", &[slots], DType::F32, &entropy)
+            .unwrap();
+        for threshold in [0.0f32, 1.0, rng.random_range(0.0..1.0), 0.5] {
+            let mut b = g.batch();
+            let mask = b.decide_heads(&e, threshold).unwrap();
+            b.submit().unwrap();
+            let got = block_on(g.read_u32(&mask)).unwrap();
+            let want: Vec<u32> = entropy
+                .iter()
+                .map(|&h| u32::from(h.is_nan() || h >= threshold))
+                .collect();
+            assert_eq!(got, want, "seed {s}, slots {slots}, threshold {threshold}");
+        }
+    }
+    let e = g
+        .upload_f32("entropy", &[4], DType::F32, &[0.5; 4])
+        .unwrap();
+    let mut b = g.batch();
+    let err = b.decide_heads(&e, f32::NAN).unwrap_err();
+    assert!(err.to_string().contains("threshold"), "{err}");
+}
