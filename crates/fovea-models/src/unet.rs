@@ -8,11 +8,14 @@
 //! weight shape tells them apart. `upcast_attention` needs nothing: attention always
 //! accumulates in f32.
 
-use fovea_gpu::{Activation, AttentionOptions, Batch, DType, Gpu, Tensor, TimestepOptions};
+use fovea_gpu::{
+    Activation, AttentionOptions, Batch, DType, Gpu, HeadLayout, HeadView, Tensor, TimestepOptions,
+};
 
 use crate::blocks::{Conv, Loader, Norm, Resnet, conv, project_channels, project_tokens};
 use crate::config::UNetConfig;
 use crate::error::{ModelError, Result};
+use crate::pruning::{AttentionKind, HeadPruning, LayerInfo};
 use crate::weights::Weights;
 
 /// diffusers' transformer blocks: group norm eps 1e-6, layer norm eps 1e-5.
@@ -254,21 +257,53 @@ impl UNet {
         &self.config
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         b: &mut Batch,
         x: &Tensor,
         context: &Tensor,
         a: &AttentionLayer,
         heads: usize,
+        kind: AttentionKind,
+        prune: Option<&mut HeadPruning>,
     ) -> Result<Tensor> {
         let q = b.linear(x, &a.q.weight, None)?;
         let k = b.linear(context, &a.k.weight, None)?;
         let v = b.linear(context, &a.v.weight, None)?;
         let s = x.shape();
-        let head_dim = s[2] / heads;
-        let o = b
-            .attention(&q, &k, &v, &AttentionOptions::new(s[0], heads, head_dim))?
-            .out;
+        let (batch, n_q, head_dim) = (s[0], s[1], s[2] / heads);
+        let o = match prune {
+            None => {
+                b.attention(&q, &k, &v, &AttentionOptions::new(batch, heads, head_dim))?
+                    .out
+            }
+            Some(p) => {
+                let info = LayerInfo {
+                    index: 0,
+                    kind,
+                    batch,
+                    heads,
+                    n_q,
+                    n_k: context.shape()[1],
+                    head_dim,
+                };
+                p.layer(b, info, |b, pruned| {
+                    let mut opts = AttentionOptions::new(batch, heads, head_dim);
+                    if let Some(pr) = &pruned {
+                        opts.active_heads = Some(pr.list);
+                        opts.skipped = pr.skipped;
+                        opts.entropy_out = Some(pr.entropy);
+                        opts.out = pr.out.map(|t| HeadView {
+                            tensor: t,
+                            layout: HeadLayout::contiguous(n_q, heads, head_dim),
+                            tokens: n_q,
+                        });
+                    }
+                    let r = b.attention(&q, &k, &v, &opts)?;
+                    Ok((r.out, r.entropy))
+                })?
+            }
+        };
         Ok(b.linear(&o, &a.out.weight, a.out.bias.as_ref())?)
     }
 
@@ -278,6 +313,7 @@ impl UNet {
         x: &Tensor,
         context: &Tensor,
         t: &SpatialTransformer,
+        mut prune: Option<&mut HeadPruning>,
     ) -> Result<Tensor> {
         let s = x.shape().to_vec();
         let (batch, c, hw) = (s[0], t.channels, s[2] * s[3]);
@@ -293,10 +329,26 @@ impl UNet {
         // 2. transformer blocks: self-attention, cross-attention, GEGLU feed-forward
         for blk in &t.blocks {
             let y = b.layer_norm(&h, blk.norm1.affine(), LAYER_NORM_EPS)?;
-            let y = Self::attention(b, &y, &y, &blk.attn1, t.heads)?;
+            let y = Self::attention(
+                b,
+                &y,
+                &y,
+                &blk.attn1,
+                t.heads,
+                AttentionKind::SelfAttention,
+                prune.as_deref_mut(),
+            )?;
             h = b.add(&h, &y)?;
             let y = b.layer_norm(&h, blk.norm2.affine(), LAYER_NORM_EPS)?;
-            let y = Self::attention(b, &y, context, &blk.attn2, t.heads)?;
+            let y = Self::attention(
+                b,
+                &y,
+                context,
+                &blk.attn2,
+                t.heads,
+                AttentionKind::CrossAttention,
+                prune.as_deref_mut(),
+            )?;
             h = b.add(&h, &y)?;
             let y = b.layer_norm(&h, blk.norm3.affine(), LAYER_NORM_EPS)?;
             let y = b.linear(&y, &blk.ff_in.weight, blk.ff_in.bias.as_ref())?;
@@ -316,11 +368,12 @@ impl UNet {
         temb: &Tensor,
         context: &Tensor,
         l: &Layer,
+        prune: Option<&mut HeadPruning>,
     ) -> Result<Tensor> {
         let (g, eps) = (self.config.norm_num_groups, self.config.norm_eps as f32);
         let x = l.resnet.forward(b, x, Some(temb), g, eps)?;
         match &l.attention {
-            Some(t) => self.transformer(b, &x, context, t),
+            Some(t) => self.transformer(b, &x, context, t, prune),
             None => Ok(x),
         }
     }
@@ -333,6 +386,32 @@ impl UNet {
         sample: &Tensor,
         timesteps: &Tensor,
         context: &Tensor,
+    ) -> Result<Tensor> {
+        self.forward_with(b, sample, timesteps, context, None)
+    }
+
+    /// [`forward`](Self::forward) with entropy-driven head pruning in every attention
+    /// layer (see [`HeadPruning`]): this forward measures or applies as `prune.apply`
+    /// says.
+    pub fn forward_pruned(
+        &self,
+        b: &mut Batch,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        prune: &mut HeadPruning,
+    ) -> Result<Tensor> {
+        prune.begin_forward();
+        self.forward_with(b, sample, timesteps, context, Some(prune))
+    }
+
+    fn forward_with(
+        &self,
+        b: &mut Batch,
+        sample: &Tensor,
+        timesteps: &Tensor,
+        context: &Tensor,
+        mut prune: Option<&mut HeadPruning>,
     ) -> Result<Tensor> {
         let c = &self.config;
         let s = sample.shape();
@@ -378,7 +457,7 @@ impl UNet {
         let mut skips = vec![x.clone()];
         for blk in &self.down {
             for l in &blk.layers {
-                x = self.layer(b, &x, &temb, context, l)?;
+                x = self.layer(b, &x, &temb, context, l, prune.as_deref_mut())?;
                 skips.push(x.clone());
             }
             if let Some(d) = &blk.downsample {
@@ -388,14 +467,14 @@ impl UNet {
         }
         // 4. mid block
         x = self.mid.0.forward(b, &x, Some(&temb), g, eps)?;
-        x = self.transformer(b, &x, context, &self.mid.1)?;
+        x = self.transformer(b, &x, context, &self.mid.1, prune.as_deref_mut())?;
         x = self.mid.2.forward(b, &x, Some(&temb), g, eps)?;
         // 5. up blocks: concat the skip, resnet, transformer; then upsample
         for blk in &self.up {
             for l in &blk.layers {
                 let skip = skips.pop().expect("one skip per up-block layer");
                 x = b.concat_channels(&[&x, &skip])?;
-                x = self.layer(b, &x, &temb, context, l)?;
+                x = self.layer(b, &x, &temb, context, l, prune.as_deref_mut())?;
             }
             if let Some(u) = &blk.upsample {
                 x = b.upsample_nearest2x(&x)?;
