@@ -8,7 +8,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use fovea_gpu::{DType, Gpu, GpuOptions};
-use fovea_pipeline::{GenerateParams, SchedulerKind, StableDiffusion};
+use fovea_pipeline::{GenerateParams, PrunePolicy, SchedulerKind, SkipMode, StableDiffusion};
+
+mod prune_report;
 
 #[derive(Parser)]
 #[command(
@@ -92,15 +94,65 @@ struct GenerateArgs {
     /// slightly softer.
     #[arg(long)]
     taesd: Option<PathBuf>,
+    /// Prune attention heads by entropy (see --prune-threshold).
+    #[arg(long)]
+    prune: bool,
+    /// Normalised-entropy threshold in [0, 1]: heads below it are pruned (higher prunes
+    /// more). Detail words in the prompt and guidance above 7.5 lower it.
+    #[arg(long, default_value_t = PrunePolicy::default().threshold)]
+    prune_threshold: f32,
+    /// What pruned heads output: cached (their last computed output) or zero.
+    #[arg(long, default_value = "cached")]
+    prune_skip: String,
+    /// Re-measure every head's entropy every N steps (0: only on the first step).
+    #[arg(long, default_value_t = PrunePolicy::default().refresh)]
+    prune_refresh: usize,
+    /// Prune self-attention only.
+    #[arg(long)]
+    prune_self_only: bool,
+    /// Comma-separated detail words that make pruning gentler (default: a built-in
+    /// English and Chinese list).
+    #[arg(long)]
+    detail_words: Option<String>,
+    /// Print per-layer pruning statistics.
+    #[arg(long)]
+    prune_stats: bool,
+    /// Write a heat map of pruned heads (layers x steps) to this PNG.
+    #[arg(long)]
+    prune_map: Option<PathBuf>,
     /// Output PNG.
     #[arg(long, short = 'o', default_value = "fovea.png")]
     out: PathBuf,
+}
+
+fn prune_policy(args: &GenerateArgs) -> Result<PrunePolicy, String> {
+    let mut p = PrunePolicy {
+        enabled: args.prune,
+        threshold: args.prune_threshold,
+        skip: SkipMode::parse(&args.prune_skip).map_err(|e| e.to_string())?,
+        refresh: args.prune_refresh,
+        cross_attention: !args.prune_self_only,
+        ..Default::default()
+    };
+    if let Some(words) = &args.detail_words {
+        p.detail_words = words
+            .split(',')
+            .map(|w| w.trim().to_string())
+            .filter(|w| !w.is_empty())
+            .collect();
+    }
+    p.validate().map_err(|e| e.to_string())?;
+    if !p.enabled && (args.prune_stats || args.prune_map.is_some()) {
+        return Err("--prune-stats and --prune-map need --prune".into());
+    }
+    Ok(p)
 }
 
 fn generate(args: GenerateArgs) -> Result<(), String> {
     if args.batch_count == 0 {
         return Err("`--batch-count` = 0 is invalid: at least 1".into());
     }
+    let prune = prune_policy(&args)?;
     let gpu = pollster::block_on(Gpu::new(GpuOptions::default())).map_err(|e| e.to_string())?;
     let dtype = if gpu.capabilities().shader_f16 && !args.f32 {
         DType::F16
@@ -156,6 +208,7 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
         strength: args.strength,
         vae_tile: args.vae_tile,
         taesd: args.taesd.is_some(),
+        prune,
     };
     // diffusers resizes with Lanczos too.
     let init_rgba = init.map(|img| {
@@ -227,6 +280,26 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
             t.decode_ms,
             peak as f64 / (1u64 << 20) as f64,
         );
+        if let Some(r) = &image.prune {
+            if args.prune_stats {
+                eprint!("{}", prune_report::table(r));
+            } else {
+                eprintln!(
+                    "  pruning: {:.1}% of attention FLOPs skipped (threshold {:.3})",
+                    100.0 * r.stats.skipped_share(),
+                    r.threshold
+                );
+            }
+            if let Some(map) = &args.prune_map {
+                let path = if args.batch_count == 1 {
+                    map.clone()
+                } else {
+                    numbered(map, k + 1)
+                };
+                prune_report::heat_map(r, &path)?;
+                eprintln!("  wrote {}", path.display());
+            }
+        }
     }
     Ok(())
 }

@@ -185,3 +185,66 @@ fn img2img_with_batch_count_and_tiles() {
     assert!(ok && out.exists(), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn pruning_prints_a_table_and_draws_a_heat_map() {
+    let dir = std::env::temp_dir().join(format!("fovea-cli-prune-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (out, map) = (dir.join("out.png"), dir.join("map.png"));
+    let (ok, text) = fovea(&[
+        "generate",
+        "--model",
+        &tiny_model(),
+        "--prompt",
+        "a red apple, 高清",
+        "--steps",
+        "4",
+        "--prune",
+        "--prune-threshold",
+        "0.9",
+        "--prune-stats",
+        "--prune-map",
+        map.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    for needle in [
+        "pruning: threshold 0.450",
+        "detail words: 高清",
+        "FLOPs skipped",
+        "self",
+        "cross",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+    let heat = image::open(&map).unwrap().to_rgb8();
+    // 4 steps x 8 attention layers, 12-pixel cells.
+    assert_eq!(heat.dimensions(), (48, 96));
+    for (args, needle) in [
+        (
+            vec!["--prune", "--prune-threshold", "2"],
+            "`prune_threshold` = 2",
+        ),
+        (
+            vec!["--prune", "--prune-skip", "maybe"],
+            "`prune_skip` = maybe",
+        ),
+        (vec!["--prune-stats"], "need --prune"),
+    ] {
+        let model = tiny_model();
+        let mut all = vec![
+            "generate",
+            "--model",
+            &model,
+            "--prompt",
+            "x",
+            "-o",
+            "/tmp/unused.png",
+        ];
+        all.extend(args);
+        let (ok, text) = fovea(&all);
+        assert!(!ok && text.contains(needle), "{all:?}:\n{text}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

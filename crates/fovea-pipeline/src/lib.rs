@@ -3,13 +3,17 @@
 //! text-to-image and image-to-image from a diffusers folder ([`sd`]), with tiled VAE
 //! passes ([`tiling`]).
 
+pub mod prune;
 pub mod rng;
 pub mod scheduler;
 pub mod sd;
 pub mod tiling;
 
+pub use fovea_models::{AttentionKind, LayerInfo, PruneStats};
+pub use prune::{DEFAULT_DETAIL_WORDS, PrunePolicy, SkipMode};
 pub use rng::NoiseRng;
 pub use scheduler::{Prediction, Scheduler, SchedulerError, SchedulerKind, StepPlan};
 pub use sd::{
-    GenerateParams, Image, Img2ImgNoise, PipelineError, StableDiffusion, StepInfo, Timings,
+    GenerateParams, Image, Img2ImgNoise, PipelineError, PruneReport, StableDiffusion, StepInfo,
+    Timings,
 };

@@ -6,8 +6,9 @@
 
 use fovea_gpu::{Batch, BinaryOp, DType, Gpu, Tensor};
 use fovea_models::config::SchedulerConfig;
-use fovea_models::{ClipTextModel, ClipTokenizer, TinyVae, UNet, Vae};
+use fovea_models::{ClipTextModel, ClipTokenizer, HeadPruning, PruneStats, TinyVae, UNet, Vae};
 
+use crate::prune::PrunePolicy;
 use crate::rng::NoiseRng;
 use crate::scheduler::{Scheduler, SchedulerKind};
 use crate::tiling::{self, Blender};
@@ -79,6 +80,8 @@ pub struct GenerateParams {
     pub vae_tile: Option<usize>,
     /// Decode with the TAESD decoder (see [`StableDiffusion::load_taesd`]).
     pub taesd: bool,
+    /// Attention-head pruning (off by default).
+    pub prune: PrunePolicy,
 }
 
 impl Default for GenerateParams {
@@ -96,6 +99,7 @@ impl Default for GenerateParams {
             strength: 0.8,
             vae_tile: None,
             taesd: false,
+            prune: PrunePolicy::default(),
         }
     }
 }
@@ -122,6 +126,19 @@ pub struct Image {
     pub rgba: Vec<u8>,
     /// Wall time per stage, GPU work included.
     pub timings: Timings,
+    /// Heads pruned per layer and step, when pruning was on.
+    pub prune: Option<PruneReport>,
+}
+
+/// What pruning did in one generation.
+#[derive(Clone, Debug)]
+pub struct PruneReport {
+    /// The threshold used (after prompt gating and CFG relaxation).
+    pub threshold: f32,
+    /// Detail words found in the prompt.
+    pub detail_words: Vec<String>,
+    /// Per layer and step head counts; see [`PruneStats::skipped_share`].
+    pub stats: PruneStats,
 }
 
 /// Wall time of each stage of a generation, in milliseconds.
@@ -241,6 +258,7 @@ impl StableDiffusion {
         if !p.cfg.is_finite() || p.cfg < 0.0 {
             return Err(param("cfg", p.cfg, "a finite number >= 0"));
         }
+        p.prune.validate()?;
         let kind = match p.scheduler.or(self.default_scheduler()) {
             Some(k) => k,
             None => SchedulerKind::Euler,
@@ -414,6 +432,15 @@ impl StableDiffusion {
         let timesteps = sched.timesteps().to_vec();
         let begin = sched.begin();
         let total = timesteps.len() - begin;
+        let threshold = p.prune.effective_threshold(&p.prompt, p.cfg);
+        let mut pruning = p.prune.enabled.then(|| {
+            let cross = if p.prune.cross_attention {
+                threshold
+            } else {
+                0.0
+            };
+            HeadPruning::new(threshold, cross, p.prune.skip.gpu())
+        });
         for (i, &t) in timesteps.iter().enumerate().skip(begin) {
             let plan = sched.plan(i);
             if plan.denoised.clip.is_some() {
@@ -437,7 +464,15 @@ impl StableDiffusion {
             } else {
                 x_in
             };
-            let out = self.unet.forward(&mut b, &model_in, &ts, context)?;
+            let out = match pruning.as_mut() {
+                Some(hp) => {
+                    hp.step = i - begin;
+                    hp.apply = !p.prune.measures(i - begin);
+                    self.unet
+                        .forward_pruned(&mut b, &model_in, &ts, context, hp)?
+                }
+                None => self.unet.forward(&mut b, &model_in, &ts, context)?,
+            };
             let model_out = if guided {
                 guidance(&mut b, &out, p.cfg)?
             } else {
@@ -476,11 +511,26 @@ impl StableDiffusion {
             steps: total,
             ..Default::default()
         };
+        let prune = match &pruning {
+            Some(hp) => Some(PruneReport {
+                threshold,
+                detail_words: p
+                    .prune
+                    .detail_hits(&p.prompt)
+                    .into_iter()
+                    .map(String::from)
+                    .collect(),
+                stats: hp.read_stats(gpu).await?,
+            }),
+            None => None,
+        };
         let started = web_time::Instant::now();
         let (pixels, tiles) = self.decode_latents(p, &sample).await?;
         timings.decode_ms = ms(started);
         timings.decode_tiles = tiles;
-        Ok(to_rgba(&pixels, p.width, p.height, timings))
+        let mut image = to_rgba(&pixels, p.width, p.height, timings);
+        image.prune = prune;
+        Ok(image)
     }
 
     /// Decodes latents (1, C, h, w) as the denoising loop leaves them (scaled by the
@@ -722,6 +772,7 @@ fn to_rgba(chw: &[f32], width: usize, height: usize, timings: Timings) -> Image 
         height,
         rgba,
         timings,
+        prune: None,
     }
 }
 

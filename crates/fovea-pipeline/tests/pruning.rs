@@ -1,0 +1,135 @@
+//! Attention pruning in whole generations on the tiny pipeline: threshold 0 reproduces
+//! the unpruned image exactly, a positive threshold skips work and says how much, and
+//! policies are validated.
+
+mod common;
+
+use common::{gpu, load, psnr};
+use fovea_gpu::DType;
+use fovea_pipeline::{GenerateParams, PrunePolicy, SkipMode};
+
+fn params(prune: PrunePolicy) -> GenerateParams {
+    GenerateParams {
+        prompt: "a red apple on a blue striped background".into(),
+        negative_prompt: "blurry".into(),
+        steps: 4,
+        cfg: 7.5,
+        width: 16,
+        height: 16,
+        seed: 11,
+        prune,
+        ..Default::default()
+    }
+}
+
+fn on(threshold: f32, skip: SkipMode, refresh: usize) -> PrunePolicy {
+    PrunePolicy {
+        enabled: true,
+        threshold,
+        skip,
+        refresh,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn threshold_zero_is_the_unpruned_image_and_higher_skips_work() {
+    let gpu = gpu();
+    let sd = load(&gpu, "tiny_pipeline", DType::F32);
+    let run = |p: &GenerateParams| pollster::block_on(sd.txt2img(p, None, &mut |_| true)).unwrap();
+    let plain = run(&params(PrunePolicy::default()));
+    assert!(plain.prune.is_none());
+    for skip in [SkipMode::Zero, SkipMode::Cached] {
+        let zero = run(&params(on(0.0, skip, 0)));
+        assert_eq!(zero.rgba, plain.rgba, "{skip}");
+        assert_eq!(zero.prune.unwrap().stats.skipped_share(), 0.0);
+    }
+    // Threshold 1 (every head short of uniform attention), measured once: the three
+    // later steps skip all attention.
+    for skip in [SkipMode::Zero, SkipMode::Cached] {
+        let all = run(&params(on(1.0, skip, 0)));
+        let report = all.prune.unwrap();
+        let layers = report.stats.layers.len();
+        assert_eq!(
+            layers, 8,
+            "tiny sd1 UNet: 4 transformers (1 down, 1 mid, 2 up) x self + cross"
+        );
+        assert_eq!(report.stats.entries.len(), 3 * layers);
+        let share = report.stats.skipped_share();
+        assert!((share - 0.75).abs() < 1e-9, "{skip}: {share}");
+        eprintln!(
+            "all heads skipped on 3 of 4 steps ({skip}): PSNR {:.1} dB against unpruned",
+            psnr(&all.rgba, &plain.rgba)
+        );
+    }
+    // Re-measuring every 2 steps: steps 0 and 2 measure, 1 and 3 apply.
+    let half = run(&params(on(1.0, SkipMode::Cached, 2)));
+    let steps: Vec<usize> = half
+        .prune
+        .unwrap()
+        .stats
+        .entries
+        .iter()
+        .map(|e| e.0)
+        .collect();
+    assert!(steps.iter().all(|&s| s == 1 || s == 3), "{steps:?}");
+}
+
+#[test]
+fn prompt_words_and_guidance_set_the_threshold() {
+    let gpu = gpu();
+    let sd = load(&gpu, "tiny_pipeline", DType::F32);
+    let run = |p: &GenerateParams| {
+        pollster::block_on(sd.txt2img(p, None, &mut |_| true))
+            .unwrap()
+            .prune
+            .unwrap()
+    };
+    let base = run(&params(on(0.4, SkipMode::Cached, 0)));
+    assert_eq!(base.threshold, 0.4);
+    assert!(base.detail_words.is_empty());
+    let detailed = run(&GenerateParams {
+        prompt: "a red apple, highly detailed, 纹理清晰".into(),
+        ..params(on(0.4, SkipMode::Cached, 0))
+    });
+    assert_eq!(detailed.threshold, 0.2);
+    assert_eq!(
+        detailed.detail_words,
+        ["highly detailed", "detailed", "纹理清晰", "纹理"]
+    );
+    let strong = run(&GenerateParams {
+        cfg: 12.5,
+        ..params(on(0.4, SkipMode::Cached, 0))
+    });
+    assert!(
+        (strong.threshold - 0.4 / 1.5).abs() < 1e-6,
+        "{}",
+        strong.threshold
+    );
+}
+
+#[test]
+fn invalid_policies_are_refused_before_any_work() {
+    let gpu = gpu();
+    let sd = load(&gpu, "tiny_pipeline", DType::F32);
+    for (policy, needle) in [
+        (on(-0.1, SkipMode::Zero, 0), "`prune_threshold` = -0.1"),
+        (on(f32::NAN, SkipMode::Zero, 0), "`prune_threshold` = NaN"),
+        (
+            PrunePolicy {
+                cfg_slope: -1.0,
+                ..on(0.3, SkipMode::Zero, 0)
+            },
+            "`prune_cfg_slope` = -1",
+        ),
+    ] {
+        let mut steps = 0;
+        let e = pollster::block_on(sd.txt2img(&params(policy), None, &mut |_| {
+            steps += 1;
+            true
+        }))
+        .unwrap_err();
+        assert!(e.to_string().contains(needle), "{e}");
+        assert_eq!(steps, 0);
+    }
+}
