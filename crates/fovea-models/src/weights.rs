@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 #[cfg(not(target_arch = "wasm32"))]
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
 
@@ -186,53 +186,17 @@ impl Weights {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn open_dir(dir: &Path, variant: Option<&str>) -> Result<Weights> {
         let listing = std::fs::read_dir(dir).map_err(|e| ModelError::io(dir, e))?;
-        let mut plain = Vec::new();
-        let mut variants: HashMap<String, Vec<PathBuf>> = HashMap::new();
+        let mut names = Vec::new();
         for entry in listing {
             let path = entry.map_err(|e| ModelError::io(dir, e))?.path();
-            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-                continue;
-            };
-            let Some(stem) = name.strip_suffix(".safetensors") else {
-                continue;
-            };
-            // `model.fp16` / `model-00001-of-00002.fp16`: the variant is the last dotted part.
-            match stem.rsplit_once('.') {
-                Some((_, v)) => variants
-                    .entry(v.to_string())
-                    .or_default()
-                    .push(path.clone()),
-                None => plain.push(path.clone()),
+            if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+                names.push(name.to_string());
             }
         }
-        let mut chosen = match variant {
-            Some(v) => variants.remove(v).ok_or_else(|| ModelError::Io {
-                path: dir.display().to_string(),
-                message: format!(
-                    "no `*.{v}.safetensors` weights (found variants: {:?})",
-                    variants.keys().collect::<Vec<_>>()
-                ),
-            })?,
-            None if !plain.is_empty() => plain,
-            None if variants.len() == 1 => variants.into_values().next().expect("one variant"),
-            None => {
-                return Err(ModelError::Io {
-                    path: dir.display().to_string(),
-                    message: if variants.is_empty() {
-                        "no *.safetensors weights here".into()
-                    } else {
-                        format!(
-                            "several weight variants {:?}; choose one",
-                            variants.keys().collect::<Vec<_>>()
-                        )
-                    },
-                });
-            }
-        };
-        chosen.sort();
-        let files = chosen
+        let files = pick_weight_files(&dir.display().to_string(), &names, variant)?
             .into_iter()
-            .map(|path| {
+            .map(|name| {
+                let path = dir.join(name);
                 let file = std::fs::File::open(&path).map_err(|e| ModelError::io(&path, e))?;
                 // SAFETY: the mapping is read-only; a file changed underneath while
                 // mapped is outside what fovea supports (as for every mmap reader).
@@ -359,4 +323,55 @@ where
     let config: C = crate::config::read_json(&config_path)?;
     validate(&config, &config_path)?;
     Ok((config, Weights::open_dir(dir, None)?))
+}
+
+/// Which of a component folder's files hold its weights (see [`Weights::open_dir`]):
+/// `*.safetensors` without a variant, or those of `variant`, or the only variant there
+/// is; sorted, so shards come in order. `folder` names the folder in errors.
+pub fn pick_weight_files(
+    folder: &str,
+    names: &[String],
+    variant: Option<&str>,
+) -> Result<Vec<String>> {
+    let mut plain = Vec::new();
+    let mut variants: HashMap<String, Vec<String>> = HashMap::new();
+    for name in names {
+        let Some(stem) = name.strip_suffix(".safetensors") else {
+            continue;
+        };
+        // `model.fp16` / `model-00001-of-00002.fp16`: the variant is the last dotted part.
+        match stem.rsplit_once('.') {
+            Some((_, v)) => variants
+                .entry(v.to_string())
+                .or_default()
+                .push(name.clone()),
+            None => plain.push(name.clone()),
+        }
+    }
+    let mut chosen = match variant {
+        Some(v) => variants.remove(v).ok_or_else(|| ModelError::Io {
+            path: folder.to_string(),
+            message: format!(
+                "no `*.{v}.safetensors` weights (found variants: {:?})",
+                variants.keys().collect::<Vec<_>>()
+            ),
+        })?,
+        None if !plain.is_empty() => plain,
+        None if variants.len() == 1 => variants.into_values().next().expect("one variant"),
+        None => {
+            return Err(ModelError::Io {
+                path: folder.to_string(),
+                message: if variants.is_empty() {
+                    "no *.safetensors weights here".into()
+                } else {
+                    format!(
+                        "several weight variants {:?}; choose one",
+                        variants.keys().collect::<Vec<_>>()
+                    )
+                },
+            });
+        }
+    };
+    chosen.sort();
+    Ok(chosen)
 }

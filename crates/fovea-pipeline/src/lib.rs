@@ -9,7 +9,7 @@ pub mod scheduler;
 pub mod sd;
 pub mod tiling;
 
-pub use fovea_models::{AttentionKind, LayerInfo, PruneStats};
+pub use fovea_models::{AttentionKind, LayerInfo, MemoryFolder, PruneStats};
 pub use prune::{DEFAULT_DETAIL_WORDS, PrunePolicy, SkipMode};
 pub use rng::NoiseRng;
 pub use scheduler::{Prediction, Scheduler, SchedulerError, SchedulerKind, StepPlan};

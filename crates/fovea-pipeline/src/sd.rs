@@ -6,7 +6,9 @@
 
 use fovea_gpu::{Batch, BinaryOp, DType, Gpu, Tensor};
 use fovea_models::config::SchedulerConfig;
-use fovea_models::{ClipTextModel, ClipTokenizer, HeadPruning, PruneStats, TinyVae, UNet, Vae};
+use fovea_models::{
+    ClipTextModel, ClipTokenizer, HeadPruning, MemoryFolder, PruneStats, TinyVae, UNet, Vae,
+};
 
 use crate::prune::PrunePolicy;
 use crate::rng::NoiseRng;
@@ -194,10 +196,64 @@ impl StableDiffusion {
         let sched_path = dir.join("scheduler").join("scheduler_config.json");
         let scheduler_config: SchedulerConfig = fovea_models::config::read_json(&sched_path)?;
         scheduler_config.validate(&sched_path)?;
+        Self::assemble(
+            gpu,
+            dtype,
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scheduler_config,
+        )
+    }
+
+    /// Loads a diffusers folder held in memory (the web page's fetched or picked files);
+    /// the weights are moved out of `folder` as each component is uploaded.
+    pub fn from_folder(
+        gpu: &Gpu,
+        mut folder: MemoryFolder,
+        dtype: DType,
+    ) -> Result<StableDiffusion, PipelineError> {
+        let (config, weights) =
+            folder.take_component("text_encoder", fovea_models::ClipTextConfig::validate)?;
+        let text_encoder =
+            ClipTextModel::from_weights(gpu, config, std::sync::Arc::new(weights), dtype)?;
+        let tokenizer =
+            folder.tokenizer("tokenizer", text_encoder.config().max_position_embeddings)?;
+        let (config, weights) =
+            folder.take_component("unet", fovea_models::UNetConfig::validate)?;
+        let unet = UNet::from_weights(gpu, config, &weights, dtype)?;
+        drop(weights);
+        let (config, weights) = folder.take_component("vae", fovea_models::VaeConfig::validate)?;
+        let vae = Vae::from_weights(gpu, config, &weights, dtype)?;
+        drop(weights);
+        let sched_path = "scheduler/scheduler_config.json";
+        let scheduler_config: SchedulerConfig = folder.json(sched_path)?;
+        scheduler_config.validate(std::path::Path::new(&folder.label(sched_path)))?;
+        Self::assemble(
+            gpu,
+            dtype,
+            tokenizer,
+            text_encoder,
+            unet,
+            vae,
+            scheduler_config,
+        )
+    }
+
+    fn assemble(
+        gpu: &Gpu,
+        dtype: DType,
+        tokenizer: ClipTokenizer,
+        text_encoder: ClipTextModel,
+        unet: UNet,
+        vae: Vae,
+        scheduler_config: SchedulerConfig,
+    ) -> Result<StableDiffusion, PipelineError> {
         if text_encoder.config().hidden_size != unet.config().cross_attention_dim {
             return Err(param(
                 "model",
-                dir.display(),
+                "text_encoder + unet",
                 format!(
                     "a text encoder width ({}) equal to the UNet's cross_attention_dim ({})",
                     text_encoder.config().hidden_size,
@@ -215,6 +271,11 @@ impl StableDiffusion {
             taesd: None,
             scheduler_config,
         })
+    }
+
+    /// The engine's dtype for weights and activations.
+    pub fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// Image pixels per latent pixel.
@@ -275,6 +336,13 @@ impl StableDiffusion {
     #[cfg(not(target_arch = "wasm32"))]
     pub fn load_taesd(&mut self, dir: &std::path::Path) -> Result<(), PipelineError> {
         let taesd = TinyVae::load(&self.gpu, dir, self.dtype)?;
+        self.set_taesd(taesd)
+    }
+
+    /// Loads a TAESD folder held in memory (`config.json` and weights at its top level).
+    pub fn load_taesd_folder(&mut self, mut folder: MemoryFolder) -> Result<(), PipelineError> {
+        let (config, weights) = folder.take_component("", fovea_models::TinyVaeConfig::validate)?;
+        let taesd = TinyVae::from_weights(&self.gpu, config, &weights, self.dtype)?;
         self.set_taesd(taesd)
     }
 

@@ -270,3 +270,39 @@ fn taesd_decoding_in_the_pipeline() {
         "blank image"
     );
 }
+
+/// A folder held in memory (as the web page has it) loads to the same engine as the
+/// folder on disk; a missing file is named with its path.
+#[test]
+fn an_in_memory_folder_gives_the_same_image() {
+    use fovea_pipeline::MemoryFolder;
+    let gpu = gpu();
+    let disk = load(&gpu, "tiny_pipeline", DType::F32);
+    let folder = MemoryFolder::read_dir(&fixtures().join("tiny_pipeline")).unwrap();
+    assert!(
+        folder
+            .paths()
+            .contains(&"unet/diffusion_pytorch_model.safetensors")
+    );
+    let memory = StableDiffusion::from_folder(&gpu, folder, DType::F32).unwrap();
+    let p = GenerateParams {
+        seed: 9,
+        ..params()
+    };
+    let a = pollster::block_on(disk.txt2img(&p, None, &mut |_| true)).unwrap();
+    let b = pollster::block_on(memory.txt2img(&p, None, &mut |_| true)).unwrap();
+    assert_eq!(a.rgba, b.rgba);
+    let mut partial = MemoryFolder::new("https://example.org/model");
+    for path in ["text_encoder/config.json", "text_encoder/model.safetensors"] {
+        let bytes = std::fs::read(fixtures().join("tiny_pipeline").join(path)).unwrap();
+        partial.insert(path, bytes);
+    }
+    let e = StableDiffusion::from_folder(&gpu, partial, DType::F32)
+        .err()
+        .unwrap();
+    assert!(
+        e.to_string()
+            .contains("https://example.org/model/tokenizer"),
+        "{e}"
+    );
+}
