@@ -10,9 +10,10 @@
 // tiles of KEY_TILE, keeping the running max m, the running sum l = sum exp(s - m) and
 // t = sum exp(s - m) * s. The entropy of a query's attention distribution is then
 //   H = m + ln(l) - t / l,
-// normalised by ln(number of keys it attends to). Each workgroup writes the sum of its
-// queries' normalised entropies to `entropy_partial`; `entropy_reduce` turns those into
-// per-head means.
+// normalised by ln(number of keys it attends to). Each workgroup writes the sums of its
+// queries' normalised entropies and of their squares to `entropy_partial`;
+// `entropy_reduce` turns those into per-head means and spreads (standard deviations over
+// the queries: how differently the head treats different regions).
 //
 // Head skipping (the pruning path) uses indirect dispatch: `compact_heads` turns a
 // per-(batch, head) mask into a list [n_active, n_inactive, active..., inactive...] and
@@ -50,7 +51,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> v: array<elem>;
 // out: (B, N_q, H, D) through o_layout
 @group(0) @binding(4) var<storage, read_write> out: array<elem>;
-// entropy_partial: (B * H, n_query_tiles), f32
+// entropy_partial: (B * H, n_query_tiles, 2) sums of H and H^2, f32
 @group(0) @binding(5) var<storage, read_write> entropy_partial: array<f32>;
 // head_list: [n_active, n_inactive, slots...] (B * H + 2); unread when use_head_list is 0
 @group(0) @binding(6) var<storage, read> head_list: array<u32>;
@@ -64,7 +65,7 @@ const D4_MAX: u32 = D_MAX / 4u;
 
 var<workgroup> k_tile: array<array<vec4<f32>, D4_MAX>, KEY_TILE>;
 var<workgroup> v_tile: array<array<vec4<f32>, D4_MAX>, KEY_TILE>;
-var<workgroup> entropy_scratch: array<f32, QUERY_TILE>;
+var<workgroup> entropy_scratch: array<vec2<f32>, QUERY_TILE>;
 
 // Loads 4 consecutive head-dim values starting at c (zeros past head_dim).
 fn load4_k(base: u32, c: u32) -> vec4<f32> {
@@ -201,7 +202,7 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         atomicAdd(&work[0], my_keys);
 #endif
     }
-    entropy_scratch[lid] = entropy;
+    entropy_scratch[lid] = vec2<f32>(entropy, entropy * entropy);
     workgroupBarrier();
     for (var s = QUERY_TILE / 2u; s > 0u; s >>= 1u) {
         if lid < s {
@@ -210,6 +211,8 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         workgroupBarrier();
     }
     if lid == 0u {
-        entropy_partial[slot * params.n_query_tiles + wg.x] = entropy_scratch[0];
+        let p = (slot * params.n_query_tiles + wg.x) * 2u;
+        entropy_partial[p] = entropy_scratch[0].x;
+        entropy_partial[p + 1u] = entropy_scratch[0].y;
     }
 }

@@ -14,18 +14,24 @@ struct Params {
     use_head_list: u32,
     // x extent of the zero_heads dispatch (ceil(n_q * head_dim / 256)).
     zero_groups_x: u32,
-    // decide_heads: a head is pruned when its normalised entropy is below this.
+    // decide_heads: a head is pruned when its normalised entropy is below this...
     threshold: f32,
+    // ...unless its entropy spread over the queries exceeds this (the pattern guard).
+    guard: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 
 // ---- entropy_reduce ----
-// entropy_partial: (B * H, n_query_tiles) sums of normalised entropy
+// entropy_partial: (B * H, n_query_tiles, 2) sums of normalised entropy and its square
 @group(0) @binding(1) var<storage, read> entropy_partial: array<f32>;
 // head_list: [n_active, n_inactive, slots...]
 @group(0) @binding(2) var<storage, read> head_list: array<u32>;
-// entropy: (B * H) mean normalised entropy per head, in [0, 1]
+// entropy: (2, B * H): per head the mean normalised entropy over its queries, in [0, 1],
+// then its standard deviation over the queries (the spread), in [0, 0.5]
 @group(0) @binding(3) var<storage, read_write> entropy: array<f32>;
 
 @compute @workgroup_size(64)
@@ -39,18 +45,22 @@ fn entropy_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
     } else if slot >= params.n_slots {
         return;
     }
-    var sum = 0.0;
+    var sum = vec2<f32>(0.0);
     for (var t = 0u; t < params.n_query_tiles; t++) {
-        sum += entropy_partial[slot * params.n_query_tiles + t];
+        let p = (slot * params.n_query_tiles + t) * 2u;
+        sum += vec2<f32>(entropy_partial[p], entropy_partial[p + 1u]);
     }
-    entropy[slot] = sum / f32(params.n_q);
+    let mean = sum / f32(params.n_q);
+    entropy[slot] = mean.x;
+    entropy[params.n_slots + slot] = sqrt(max(mean.y - mean.x * mean.x, 0.0));
 }
 
 // ---- decide_heads ----
 // The pruning rule on the GPU: a head stays active unless its measured normalised
-// entropy is below the threshold (threshold 0 keeps every head). NaN entropies keep
-// the head.
-// decide_entropy: (B * H) normalised entropy per head
+// entropy is below the threshold (threshold 0 keeps every head) and its entropy spread
+// over the queries is at most the guard (a head that attends sharply in some regions
+// and broadly in others, as on stripes and grids, is kept). NaN keeps the head.
+// decide_entropy: (2, B * H) mean normalised entropy, then spread, per head
 @group(0) @binding(9) var<storage, read> decide_entropy: array<f32>;
 // decide_mask: (B * H), 1 = compute the head
 @group(0) @binding(10) var<storage, read_write> decide_mask: array<u32>;
@@ -61,7 +71,9 @@ fn decide_heads(@builtin(global_invocation_id) gid: vec3<u32>) {
     if slot >= params.n_slots {
         return;
     }
-    decide_mask[slot] = select(1u, 0u, decide_entropy[slot] < params.threshold);
+    let prune = decide_entropy[slot] < params.threshold
+        && decide_entropy[params.n_slots + slot] <= params.guard;
+    decide_mask[slot] = select(1u, 0u, prune);
 }
 
 // ---- compact_heads ----

@@ -117,7 +117,8 @@ pub struct AttentionOptions<'a> {
     pub skipped: SkippedOutput,
     /// Write into this tensor instead of a new one (required for `SkippedOutput::Keep`).
     pub out: Option<HeadView<'a>>,
-    /// Keep skipped heads' previous entropy here instead of a fresh, zeroed tensor.
+    /// Keep skipped heads' previous entropy statistics (2, B, H) here instead of a fresh,
+    /// zeroed tensor.
     pub entropy_out: Option<&'a Tensor>,
     /// Test probe: a u32 (1) tensor that accumulates the number of q.k scores computed.
     pub count_work: Option<&'a Tensor>,
@@ -147,7 +148,9 @@ pub struct AttentionOutput {
     /// The attention output (same tensor as `AttentionOptions::out` when given, else a
     /// new contiguous (B, N_q, H * D) tensor).
     pub out: Tensor,
-    /// Per-head mean normalised entropy, f32 (B, H), each in [0, 1].
+    /// Per-head entropy statistics, f32 (2, B, H): `[0]` the mean normalised entropy of
+    /// the head's query rows, in [0, 1]; `[1]` its standard deviation over the queries
+    /// (the spread), in [0, 0.5].
     pub entropy: Tensor,
 }
 
@@ -180,6 +183,8 @@ struct HeadsParams {
     use_head_list: u32,
     zero_groups_x: u32,
     threshold: f32,
+    guard: f32,
+    _pad: [u32; 3],
 }
 
 fn shape_err(message: String) -> GpuError {
@@ -383,19 +388,20 @@ impl Batch {
         const OP: &str = "attention";
         let slots = o.batch * o.heads;
         let tiles = q.tokens.div_ceil(QUERY_TILE);
-        let partial = self.gpu().empty(OP, &[slots, tiles], DType::F32)?;
+        let partial = self.gpu().empty(OP, &[slots, tiles, 2], DType::F32)?;
         let entropy = match o.entropy_out {
             Some(e) => {
-                if e.dtype() != DType::F32 || e.len() != slots {
+                if e.dtype() != DType::F32 || e.len() != 2 * slots {
                     return Err(shape_err(format!(
-                        "entropy_out {} must be f32 with B*H = {slots} elements",
-                        e.describe()
+                        "entropy_out {} must be f32 (2, B, H) = {} elements",
+                        e.describe(),
+                        2 * slots
                     )));
                 }
                 e.clone()
             }
             None => {
-                let e = self.gpu().empty(OP, &[o.batch, o.heads], DType::F32)?;
+                let e = self.gpu().empty(OP, &[2, o.batch, o.heads], DType::F32)?;
                 if o.active_heads.is_some() {
                     self.clear(&e);
                 }
@@ -470,7 +476,7 @@ impl Batch {
             n_heads: o.heads as u32,
             use_head_list: o.active_heads.is_some() as u32,
             zero_groups_x: zero_groups as u32,
-            threshold: 0.0,
+            ..Zeroable::zeroed()
         };
         let reduce_key = PipelineKey {
             variant: Variant::new("attention_heads", storage, &[])?,
@@ -579,33 +585,38 @@ impl Batch {
         self.matmul(&probs, v, None, crate::MatmulOptions::default())
     }
 
-    /// The pruning decision on the GPU: a u32 (B·H) mask that is 0 where `entropy`
-    /// (f32 (B·H) normalised entropies, e.g. [`AttentionOutput::entropy`]) is below
-    /// `threshold` and 1 elsewhere; feed it to [`compact_heads`](Self::compact_heads).
-    pub fn decide_heads(&mut self, entropy: &Tensor, threshold: f32) -> Result<Tensor> {
+    /// The pruning decision on the GPU: a u32 (B·H) mask from per-head entropy
+    /// statistics (f32 (2, B·H): means, then spreads, as [`AttentionOutput::entropy`]):
+    /// 0 (pruned) where the mean is below `threshold` and the spread is at most
+    /// `guard`, 1 elsewhere (NaN keeps the head); feed it to
+    /// [`compact_heads`](Self::compact_heads). `guard` >= 0.5 never protects a head.
+    pub fn decide_heads(&mut self, entropy: &Tensor, threshold: f32, guard: f32) -> Result<Tensor> {
         const OP: &str = "decide_heads";
-        if entropy.dtype() != DType::F32 || entropy.is_empty() {
+        if entropy.dtype() != DType::F32 || entropy.is_empty() || !entropy.len().is_multiple_of(2) {
             return Err(GpuError::Shape {
                 op: OP,
                 message: format!(
-                    "entropy must be a non-empty f32 tensor, got {}",
+                    "entropy must be f32 (2, B, H) statistics, got {}",
                     entropy.describe()
                 ),
             });
         }
-        if !threshold.is_finite() {
-            return Err(GpuError::Param {
-                op: OP,
-                param: "threshold",
-                value: threshold.to_string(),
-                expected: "a finite number".into(),
-            });
+        for (param, v) in [("threshold", threshold), ("guard", guard)] {
+            if !v.is_finite() {
+                return Err(GpuError::Param {
+                    op: OP,
+                    param,
+                    value: v.to_string(),
+                    expected: "a finite number".into(),
+                });
+            }
         }
-        let slots = entropy.len();
+        let slots = entropy.len() / 2;
         let mask = self.gpu().empty(OP, &[slots], DType::U32)?;
         let params = HeadsParams {
             n_slots: slots as u32,
             threshold,
+            guard,
             ..Zeroable::zeroed()
         };
         let key = PipelineKey {
@@ -658,7 +669,7 @@ impl Batch {
             n_heads: 1,
             use_head_list: 0,
             zero_groups_x: (n_q * head_dim).div_ceil(256) as u32,
-            threshold: 0.0,
+            ..Zeroable::zeroed()
         };
         // The list kernel has no float data; the f32 variant is always available.
         let key = PipelineKey {

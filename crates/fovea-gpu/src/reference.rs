@@ -232,7 +232,8 @@ pub fn timestep_embedding(
 }
 
 /// Attention on contiguous q (B, Nq, H, D), k/v (B, Nk, H, D); returns the output
-/// (B, Nq, H, D) and each head's mean normalised entropy (B, H).
+/// (B, Nq, H, D) and the heads' entropy statistics (2, B, H): the mean normalised
+/// entropy of each head's query rows, then its standard deviation over the queries.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: &[f64],
@@ -247,10 +248,11 @@ pub fn attention(
     causal: bool,
 ) -> (Vec<f64>, Vec<f64>) {
     let mut out = vec![0.0; batch * nq * heads * d];
-    let mut entropy = vec![0.0; batch * heads];
+    let slots = batch * heads;
+    let mut entropy = vec![0.0; 2 * slots];
     for b in 0..batch {
         for h in 0..heads {
-            let mut h_sum = 0.0;
+            let (mut h_sum, mut h_sq) = (0.0, 0.0);
             for i in 0..nq {
                 let keys = if causal { (i + 1).min(nk) } else { nk };
                 let qi = ((b * nq + i) * heads + h) * d;
@@ -274,10 +276,14 @@ pub fn attention(
                         .filter(|&&x| x > 0.0)
                         .map(|x| x * x.ln())
                         .sum::<f64>();
-                    h_sum += ent / (keys as f64).ln();
+                    let normalised = ent / (keys as f64).ln();
+                    h_sum += normalised;
+                    h_sq += normalised * normalised;
                 }
             }
-            entropy[b * heads + h] = h_sum / nq as f64;
+            let mean = h_sum / nq as f64;
+            entropy[b * heads + h] = mean;
+            entropy[slots + b * heads + h] = (h_sq / nq as f64 - mean * mean).max(0.0).sqrt();
         }
     }
     (out, entropy)

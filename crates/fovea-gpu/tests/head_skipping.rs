@@ -117,7 +117,12 @@ fn check_masked_run(case: Case, mask: Vec<u32>, rng: &mut rand::rngs::StdRng, s:
         )
         .unwrap();
     let old_entropy = g
-        .upload_f32("entropy", &[batch, heads], DType::F32, &vec![-1.0; slots])
+        .upload_f32(
+            "entropy",
+            &[2, batch, heads],
+            DType::F32,
+            &vec![-1.0; 2 * slots],
+        )
         .unwrap();
     let count = g.upload_u32("count", &[1], &[0]).unwrap();
     let m = g.upload_u32("mask", &[slots], &mask).unwrap();
@@ -182,16 +187,19 @@ fn check_masked_run(case: Case, mask: Vec<u32>, rng: &mut rand::rngs::StdRng, s:
                     }
                 }
             }
-            if mask[slot] != 0 {
-                assert_eq!(
-                    got_e[slot], want_e[slot],
-                    "entropy of active head {slot} (seed {s})"
-                );
-            } else {
-                assert_eq!(
-                    got_e[slot], -1.0,
-                    "skipped head {slot} entropy must be left as it was (seed {s})"
-                );
+            // Mean and spread of the head's entropy.
+            for e in [slot, slots + slot] {
+                if mask[slot] != 0 {
+                    assert_eq!(
+                        got_e[e], want_e[e],
+                        "entropy statistic {e} of active head {slot} (seed {s})"
+                    );
+                } else {
+                    assert_eq!(
+                        got_e[e], -1.0,
+                        "skipped head {slot} entropy must be left as it was (seed {s})"
+                    );
+                }
             }
         }
     }
@@ -302,7 +310,8 @@ fn skipped_heads_output_zeros_when_asked() {
             );
         }
     }
-    for (slot, e) in got_e.iter().enumerate() {
+    for (i, e) in got_e.iter().enumerate() {
+        let slot = i % mask.len();
         if mask[slot] == 0 {
             assert_eq!(
                 *e, 0.0,
@@ -312,40 +321,109 @@ fn skipped_heads_output_zeros_when_asked() {
     }
 }
 
-/// The pruning rule on the GPU equals its CPU statement (prune when entropy < threshold,
-/// NaN kept) on random entropies, with the threshold at 0 (keep all), 1 (prune every
-/// head short of exactly uniform attention) and random values; bad thresholds are named.
+/// The pruning rule on the GPU equals its CPU statement (prune when the mean entropy is
+/// below the threshold and the spread at most the guard; NaN kept) on random
+/// statistics, with the threshold at 0 (keep all), 1 and random values and the guard
+/// off (0.5) or on; bad values are named.
 #[test]
 fn decide_heads_matches_the_cpu_rule() {
     let s = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(s);
     let g = gpu();
     for slots in [1usize, 63, 64, 65, 300] {
-        let mut entropy: Vec<f32> = (0..slots).map(|_| rng.random_range(0.0..1.0)).collect();
-        entropy[0] = f32::NAN;
+        let mut stats: Vec<f32> = (0..slots).map(|_| rng.random_range(0.0..1.0)).collect();
+        stats.extend((0..slots).map(|_| rng.random_range(0.0..0.5f32)));
+        stats[0] = f32::NAN;
         if slots > 2 {
-            entropy[1] = 1.0;
-            entropy[2] = 0.0;
+            stats[1] = 1.0;
+            stats[2] = 0.0;
         }
         let e = g
-            .upload_f32("entropy", &[slots], DType::F32, &entropy)
+            .upload_f32("entropy", &[2, slots], DType::F32, &stats)
             .unwrap();
-        for threshold in [0.0f32, 1.0, rng.random_range(0.0..1.0), 0.5] {
+        let (mean, spread) = stats.split_at(slots);
+        for (threshold, guard) in [
+            (0.0f32, 0.5f32),
+            (1.0, 0.5),
+            (rng.random_range(0.0..1.0), 0.5),
+            (0.5, 0.2),
+            (rng.random_range(0.0..1.0), rng.random_range(0.0..0.5)),
+        ] {
             let mut b = g.batch();
-            let mask = b.decide_heads(&e, threshold).unwrap();
+            let mask = b.decide_heads(&e, threshold, guard).unwrap();
             b.submit().unwrap();
             let got = block_on(g.read_u32(&mask)).unwrap();
-            let want: Vec<u32> = entropy
+            let want: Vec<u32> = mean
                 .iter()
-                .map(|&h| u32::from(h.is_nan() || h >= threshold))
+                .zip(spread)
+                .map(|(&h, &sp)| u32::from(!(h < threshold && sp <= guard)))
                 .collect();
-            assert_eq!(got, want, "seed {s}, slots {slots}, threshold {threshold}");
+            assert_eq!(
+                got, want,
+                "seed {s}, slots {slots}, threshold {threshold}, guard {guard}"
+            );
         }
     }
     let e = g
-        .upload_f32("entropy", &[4], DType::F32, &[0.5; 4])
+        .upload_f32("entropy", &[2, 4], DType::F32, &[0.5; 8])
         .unwrap();
     let mut b = g.batch();
-    let err = b.decide_heads(&e, f32::NAN).unwrap_err();
+    let err = b.decide_heads(&e, f32::NAN, 0.5).unwrap_err();
     assert!(err.to_string().contains("threshold"), "{err}");
+    let err = b.decide_heads(&e, 0.5, f32::INFINITY).unwrap_err();
+    assert!(err.to_string().contains("guard"), "{err}");
+}
+
+/// The pattern guard on real attention: two heads with the same low mean entropy, one
+/// uniform over the image (every query attends sharply to one key: plain), one
+/// striped (queries on alternate rows of a 4-wide grid attend sharply, the others
+/// attend evenly, as on stripes). Without the guard both are pruned; with it the
+/// striped head is kept and the plain one still goes.
+#[test]
+fn the_guard_keeps_a_head_with_a_periodic_attention_pattern() {
+    let g = gpu();
+    let (n, d, heads) = (32usize, 4usize, 2usize);
+    // Keys: one-hot-ish directions, so a large query along key j attends to j alone.
+    let mut k = vec![0.0f32; n * heads * d];
+    for j in 0..n {
+        for h in 0..heads {
+            k[(j * heads + h) * d + j % d] = 1.0;
+            k[(j * heads + h) * d + (j / d) % d] += 0.5;
+        }
+    }
+    let mut q = vec![0.0f32; n * heads * d];
+    for i in 0..n {
+        // Head 0 (plain): every query sharp. Head 1 (striped): rows alternate sharp/broad.
+        let sharp_rows = [true, (i / 4) % 2 == 0];
+        for (h, &sharp) in sharp_rows.iter().enumerate() {
+            if sharp {
+                q[(i * heads + h) * d + i % d] = 40.0;
+            }
+        }
+    }
+    let v = vec![1.0f32; n * heads * d];
+    let up = |name, data: &[f32]| {
+        g.upload_f32(name, &[1, n, heads * d], DType::F32, data)
+            .unwrap()
+    };
+    let (q, k, v) = (up("q", &q), up("k", &k), up("v", &v));
+    let mut b = g.batch();
+    let att = b
+        .attention(&q, &k, &v, &AttentionOptions::new(1, heads, d))
+        .unwrap();
+    let without = b.decide_heads(&att.entropy, 0.7, 0.5).unwrap();
+    let with = b.decide_heads(&att.entropy, 0.7, 0.15).unwrap();
+    b.submit().unwrap();
+    let stats = block_on(g.read_f32(&att.entropy)).unwrap();
+    eprintln!(
+        "plain head: mean {:.3} spread {:.3}; striped head: mean {:.3} spread {:.3}",
+        stats[0], stats[2], stats[1], stats[3]
+    );
+    assert!(
+        stats[0] < 0.7 && stats[1] < 0.7,
+        "both heads have low mean entropy: {stats:?}"
+    );
+    assert!(stats[2] < 0.15 && stats[3] > 0.15, "{stats:?}");
+    assert_eq!(block_on(g.read_u32(&without)).unwrap(), [0, 0]);
+    assert_eq!(block_on(g.read_u32(&with)).unwrap(), [0, 1]);
 }
