@@ -110,6 +110,10 @@ struct GenerateArgs {
     /// Prune self-attention only.
     #[arg(long)]
     prune_self_only: bool,
+    /// Pattern guard: keep heads whose entropy spread over the image exceeds this
+    /// (stripes, grids); 0.5 turns it off.
+    #[arg(long, default_value_t = PrunePolicy::default().guard)]
+    prune_guard: f32,
     /// Comma-separated detail words that make pruning gentler (default: a built-in
     /// English and Chinese list).
     #[arg(long)]
@@ -132,6 +136,7 @@ fn prune_policy(args: &GenerateArgs) -> Result<PrunePolicy, String> {
         skip: SkipMode::parse(&args.prune_skip).map_err(|e| e.to_string())?,
         refresh: args.prune_refresh,
         cross_attention: !args.prune_self_only,
+        guard: args.prune_guard,
         ..Default::default()
     };
     if let Some(words) = &args.detail_words {

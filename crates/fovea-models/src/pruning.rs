@@ -4,7 +4,8 @@
 //! of its attention rows (in the attention kernel itself). A *measuring* forward computes
 //! all heads and keeps those entropies; an *applying* forward turns each layer's last
 //! entropies into a head mask on the GPU ([`fovea_gpu::Batch::decide_heads`]: pruned
-//! when below the layer's threshold), compacts it into an active-head list and launches
+//! when the mean is below the layer's threshold and the spread over queries within the
+//! guard), compacts it into an active-head list and launches
 //! attention indirectly over the active heads only. Pruned heads output zeros or keep
 //! their previous output ([`SkippedOutput`]); their entropy keeps its last measured
 //! value until the next measuring forward. No CPU readback happens in either; the head
@@ -108,6 +109,9 @@ pub struct HeadPruning {
     pub self_threshold: f32,
     /// Threshold of cross-attention layers.
     pub cross_threshold: f32,
+    /// Pattern guard: heads whose entropy spread over the queries exceeds this are
+    /// kept whatever their mean (>= 0.5: off).
+    pub guard: f32,
     /// What pruned heads output.
     pub skipped: SkippedOutput,
     /// Whether the next forward applies the decisions (else it measures).
@@ -126,6 +130,7 @@ impl HeadPruning {
         HeadPruning {
             self_threshold,
             cross_threshold,
+            guard: 0.5,
             skipped,
             apply: false,
             step: 0,
@@ -176,7 +181,7 @@ impl HeadPruning {
             AttentionKind::SelfAttention => self.self_threshold,
             AttentionKind::CrossAttention => self.cross_threshold,
         };
-        let mask = b.decide_heads(&state.entropy, threshold)?;
+        let mask = b.decide_heads(&state.entropy, threshold, self.guard)?;
         let list = b.compact_heads(&mask, info.n_q, info.head_dim)?;
         let (out, _) = run(
             b,
@@ -195,8 +200,9 @@ impl HeadPruning {
         Ok(out)
     }
 
-    /// The entropies the next applying forward will decide from, per layer in forward
-    /// order, each (batch x heads) row-major (a readback; for tests and reports).
+    /// The entropy statistics the next applying forward will decide from, per layer in
+    /// forward order, each (2, batch, heads): means, then spreads (a readback; for
+    /// tests and reports).
     pub async fn read_entropies(&self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(self.layers.len());
         for s in &self.layers {

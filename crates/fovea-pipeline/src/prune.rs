@@ -7,6 +7,11 @@
 //! regions, mostly the query's own neighbourhood), which the published method found to
 //! carry little for the image. Threshold 0 prunes nothing; higher prunes more.
 //!
+//! **Pattern guard**: a head is kept, whatever its mean entropy, when the spread of its
+//! rows' entropies over the image exceeds [`PrunePolicy::guard`]: periodic content
+//! (stripes, grids, checkerboards) has low-entropy rows on the pattern and
+//! high-entropy rows between, the published method's failure case.
+//!
 //! The effective threshold is `threshold x detail x cfg`:
 //! - **prompt gating**: when the prompt contains a detail word (case-insensitive, whole
 //!   words for Latin-script entries and substrings for Chinese ones;
@@ -93,6 +98,11 @@ pub struct PrunePolicy {
     pub threshold: f32,
     /// Prune cross-attention heads too (self-attention always takes part).
     pub cross_attention: bool,
+    /// Pattern guard: a head whose entropy spread over the query rows (standard
+    /// deviation, in [0, 0.5]) exceeds this is kept whatever its mean: it attends
+    /// sharply in some regions and broadly in others, as heads serving stripes, grids
+    /// and object edges do. 0.5 turns the guard off.
+    pub guard: f32,
     /// What pruned heads output.
     pub skip: SkipMode,
     /// Re-measure every head's entropy (a full forward) every this many steps; 0 measures
@@ -114,6 +124,7 @@ impl Default for PrunePolicy {
             enabled: false,
             threshold: 0.3,
             cross_attention: true,
+            guard: 0.2,
             skip: SkipMode::Cached,
             refresh: 5,
             detail_words: DEFAULT_DETAIL_WORDS.iter().map(|w| w.to_string()).collect(),
@@ -151,6 +162,13 @@ impl PrunePolicy {
     pub fn validate(&self) -> Result<(), PipelineError> {
         if !(0.0..=1.0).contains(&self.threshold) {
             return Err(bad("prune_threshold", self.threshold, "a number in [0, 1]"));
+        }
+        if !(0.0..=0.5).contains(&self.guard) {
+            return Err(bad(
+                "prune_guard",
+                self.guard,
+                "a number in [0, 0.5] (0.5: off)",
+            ));
         }
         if !(0.0..=1.0).contains(&self.detail_factor) {
             return Err(bad(

@@ -507,7 +507,9 @@ impl StableDiffusion {
             } else {
                 0.0
             };
-            HeadPruning::new(threshold, cross, p.prune.skip.gpu())
+            let mut hp = HeadPruning::new(threshold, cross, p.prune.skip.gpu());
+            hp.guard = p.prune.guard;
+            hp
         });
         for (i, &t) in timesteps.iter().enumerate().skip(begin) {
             let plan = sched.plan(i);
