@@ -3,12 +3,16 @@
 //! - `shaders [FILE.wgsl ...]`: validate every registered kernel variant with naga and
 //!   translate it to SPIR-V, MSL, HLSL and GLSL (or just the named files).
 //! - `ci`: everything CI checks, in order (fmt, clippy, shaders, tests on Vulkan,
-//!   kernel tests on GL, wasm32 build, docs).
+//!   kernel tests on GL, the wasm bundle and the browser test, docs).
+//! - `web`: build the browser bundle (crates/fovea-web for wasm32, wasm-bindgen) into
+//!   web/pkg and print its size.
+//! - `serve [--port N]`: serve web/ and the model folders on 127.0.0.1 (default 8080).
 //! - `fixtures`: regenerate tests/fixtures from diffusers with
 //!   tests/fixtures/make_fixtures.py (needs Python with torch and diffusers; set
 //!   `PYTHON` to choose the interpreter). `cargo test` never needs Python.
 
 mod shaders;
+mod web;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
@@ -19,8 +23,19 @@ fn main() -> ExitCode {
         Some("shaders") => run_shaders(&args[1..]),
         Some("ci") => run_ci(),
         Some("fixtures") => run_fixtures(),
+        Some("web") => web::build(None),
+        Some("serve") => match args.get(1).map(String::as_str) {
+            None => web::serve(8080),
+            Some("--port") => match args.get(2).and_then(|p| p.parse().ok()) {
+                Some(port) => web::serve(port),
+                None => Err("--port needs a number".into()),
+            },
+            Some(other) => Err(format!("unknown serve option `{other}`")),
+        },
         _ => {
-            eprintln!("usage: cargo xtask <shaders [FILE.wgsl ...] | ci | fixtures>");
+            eprintln!(
+                "usage: cargo xtask <shaders [FILE.wgsl ...] | ci | web | serve [--port N] | fixtures>"
+            );
             return ExitCode::from(2);
         }
     };
@@ -146,22 +161,10 @@ fn run_ci() -> Result<(), String> {
         ],
         &[("WGPU_BACKEND", "gl")],
     )?;
-    cargo(
-        &[
-            "build",
-            "--target",
-            "wasm32-unknown-unknown",
-            "-p",
-            "fovea-shaders",
-            "-p",
-            "fovea-gpu",
-            "-p",
-            "fovea-models",
-            "-p",
-            "fovea-pipeline",
-        ],
-        &[("RUSTFLAGS", "-D warnings")],
-    )?;
+    // The browser bundle (builds every shared crate for wasm32, warnings denied), then
+    // the page end to end in headless Chromium on SwiftShader.
+    web::build(Some("-D warnings"))?;
+    web::browser_test()?;
     cargo(
         &["doc", "--workspace", "--no-deps"],
         &[("RUSTDOCFLAGS", "-D warnings")],
