@@ -202,6 +202,10 @@ struct LayoutParams {
     src_channels: u32,
     dst_channels: u32,
     dst_channel_offset: u32,
+    full_h: u32,
+    full_w: u32,
+    y0: u32,
+    x0: u32,
     _pad: [u32; 2],
 }
 
@@ -526,7 +530,7 @@ impl Batch {
                 (true, true) => 2,
             },
             alpha: opts.alpha,
-            _pad: [0; 2],
+            ..Zeroable::zeroed()
         };
         let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32];
         self.check_groups(OP, &format!("output {}", fmt_shape(&out_shape)), groups)?;
@@ -922,7 +926,7 @@ impl Batch {
                 src_channels: p.shape()[1] as u32,
                 dst_channels: total as u32,
                 dst_channel_offset: offset as u32,
-                _pad: [0; 2],
+                ..Zeroable::zeroed()
             };
             let wg = self.flat_groups(OP, p.len(), 256)?;
             let d = self.gpu().dispatch(
@@ -958,7 +962,7 @@ impl Batch {
             src_channels: s[1] as u32,
             dst_channels: count as u32,
             dst_channel_offset: start as u32,
-            _pad: [0; 2],
+            ..Zeroable::zeroed()
         };
         let wg = self.flat_groups(OP, y.len(), 256)?;
         let d = self.gpu().dispatch(
@@ -969,6 +973,83 @@ impl Batch {
         )?;
         self.record(d);
         Ok(y)
+    }
+
+    /// The (h, w) window at (y0, x0) of x (B, C, H, W), as a new (B, C, h, w) tensor.
+    pub fn crop_window(
+        &mut self,
+        x: &Tensor,
+        y0: usize,
+        x0: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Tensor> {
+        const OP: &str = "crop_window";
+        let dtype = float_dtype(OP, &[x])?;
+        let s = x.shape();
+        if s.len() != 4 || h == 0 || w == 0 || y0 + h > s[2] || x0 + w > s[3] {
+            return Err(op_err(
+                OP,
+                format!("window {h}x{w} at ({y0}, {x0}) of {}", x.describe()),
+            ));
+        }
+        let y = self.gpu().empty(OP, &[s[0], s[1], h, w], x.dtype())?;
+        let params = window_params(OP, y.len(), h, w, s, y0, x0)?;
+        let wg = self.flat_groups(OP, y.len(), 256)?;
+        let d = self.gpu().dispatch(
+            &key("layout", dtype, &[], "crop_window")?,
+            bytemuck::bytes_of(&params),
+            &[(1, Bind::Tensor(x)), (2, Bind::Tensor(&y))],
+            Workgroups::Direct(wg),
+        )?;
+        self.record(d);
+        Ok(y)
+    }
+
+    /// In place: the window of `acc` (B, C, H, W) at (y0, x0) += `weight` (h, w) *
+    /// `tile` (B, C, h, w). Tiles recorded one after another accumulate in order.
+    pub fn add_window(
+        &mut self,
+        acc: &Tensor,
+        tile: &Tensor,
+        weight: &Tensor,
+        y0: usize,
+        x0: usize,
+    ) -> Result<()> {
+        const OP: &str = "add_window";
+        let dtype = float_dtype(OP, &[acc, tile, weight])?;
+        let (s, t) = (acc.shape(), tile.shape());
+        if s.len() != 4
+            || t.len() != 4
+            || s[..2] != t[..2]
+            || y0 + t[2] > s[2]
+            || x0 + t[3] > s[3]
+            || weight.len() != t[2] * t[3]
+        {
+            return Err(op_err(
+                OP,
+                format!(
+                    "tile {} with weight {} at ({y0}, {x0}) of {}",
+                    tile.describe(),
+                    weight.describe(),
+                    acc.describe()
+                ),
+            ));
+        }
+        let params = window_params(OP, tile.len(), t[2], t[3], s, y0, x0)?;
+        let wg = self.flat_groups(OP, tile.len(), 256)?;
+        let d = self.gpu().dispatch(
+            &key("layout", dtype, &[], "add_window")?,
+            bytemuck::bytes_of(&params),
+            &[
+                (1, Bind::Tensor(tile)),
+                (2, Bind::Tensor(acc)),
+                (3, Bind::Tensor(weight)),
+            ],
+            Workgroups::Direct(wg),
+        )?;
+        self.record(d);
+        Ok(())
     }
 
     /// Sinusoidal timestep embedding as diffusers' `get_timestep_embedding`:
@@ -1070,6 +1151,27 @@ impl Default for TimestepOptions {
             max_period: 10000.0,
         }
     }
+}
+
+fn window_params(
+    op: &'static str,
+    len: usize,
+    h: usize,
+    w: usize,
+    full: &[usize],
+    y0: usize,
+    x0: usize,
+) -> Result<LayoutParams> {
+    Ok(LayoutParams {
+        len: u32_dim(op, "len", len)?,
+        h: h as u32,
+        w: w as u32,
+        full_h: full[2] as u32,
+        full_w: full[3] as u32,
+        y0: y0 as u32,
+        x0: x0 as u32,
+        ..Zeroable::zeroed()
+    })
 }
 
 #[cfg(test)]

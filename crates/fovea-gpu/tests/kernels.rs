@@ -200,3 +200,80 @@ fn kernels_match_reference_at_full_sd_sizes() {
         expect_pass(c.seed, block_on(c.group_norm(2, 320, 4096, 32, true, dt)));
     }
 }
+
+/// Spatial windows for tiled generation: crop_window equals slicing on the host, and
+/// add_window accumulates weighted tiles in place (overlapping tiles recorded in one
+/// batch add up in order); f32 exactly, f16 within its rounding.
+#[test]
+fn windows_crop_and_accumulate() {
+    use rand::{Rng, SeedableRng};
+    let s = common::seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(s);
+    let g = common::gpu();
+    let (b, c, h, w) = (2usize, 3usize, 13usize, 17usize);
+    for dt in dtypes() {
+        let x: Vec<f32> = (0..b * c * h * w)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let xt = g.upload_f32("x", &[b, c, h, w], dt, &x).unwrap();
+        let tiles = [
+            (0usize, 0usize, 8usize, 9usize),
+            (5, 8, 8, 9),
+            (2, 3, 11, 5),
+        ];
+        let mut acc_host = vec![0.0f64; x.len()];
+        let acc = g
+            .upload_f32("acc", &[b, c, h, w], dt, &vec![0.0; x.len()])
+            .unwrap();
+        let mut batch = g.batch();
+        let mut crops = Vec::new();
+        for &(y0, x0, th, tw) in &tiles {
+            let crop = batch.crop_window(&xt, y0, x0, th, tw).unwrap();
+            let weight: Vec<f32> = (0..th * tw).map(|_| rng.random_range(0.0..1.0)).collect();
+            let wt = g.upload_f32("w", &[th, tw], dt, &weight).unwrap();
+            batch.add_window(&acc, &crop, &wt, y0, x0).unwrap();
+            for p in 0..b * c {
+                for y in 0..th {
+                    for xx in 0..tw {
+                        let o = (p * h + y0 + y) * w + x0 + xx;
+                        acc_host[o] += weight[y * tw + xx] as f64 * x[o] as f64;
+                    }
+                }
+            }
+            crops.push((crop, y0, x0, th, tw));
+        }
+        batch.submit().unwrap();
+        for (crop, y0, x0, th, tw) in crops {
+            let got = block_on(g.read_f32(&crop)).unwrap();
+            for p in 0..b * c {
+                for y in 0..th {
+                    for xx in 0..tw {
+                        let want = x[(p * h + y0 + y) * w + x0 + xx];
+                        let tol = if dt == fovea_gpu::DType::F16 {
+                            1e-3
+                        } else {
+                            0.0
+                        };
+                        let v = got[(p * th + y) * tw + xx];
+                        assert!((v - want).abs() <= tol, "crop {dt} (seed {s})");
+                    }
+                }
+            }
+        }
+        let got = block_on(g.read_f32(&acc)).unwrap();
+        let tol = if dt == fovea_gpu::DType::F16 {
+            4e-3
+        } else {
+            1e-6
+        };
+        for (gv, wv) in got.iter().zip(&acc_host) {
+            assert!(
+                (*gv as f64 - wv).abs() <= tol,
+                "add_window {dt}: {gv} vs {wv} (seed {s})"
+            );
+        }
+        let mut batch = g.batch();
+        let e = batch.crop_window(&xt, 10, 0, 8, 8).unwrap_err();
+        assert!(e.to_string().contains("window 8x8 at (10, 0)"), "{e}");
+    }
+}
