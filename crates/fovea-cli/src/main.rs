@@ -90,6 +90,10 @@ struct GenerateArgs {
     /// tiles only when one pass would exceed the adapter's limits).
     #[arg(long)]
     vae_tile: Option<usize>,
+    /// Denoise images larger than this many pixels in overlapping tiles of this size
+    /// (MultiDiffusion), each tile deciding its own pruning.
+    #[arg(long)]
+    tile_size: Option<usize>,
     /// Decode with this TAESD (AutoencoderTiny) folder instead of the model's VAE: fast,
     /// slightly softer.
     #[arg(long)]
@@ -214,6 +218,7 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
         vae_tile: args.vae_tile,
         taesd: args.taesd.is_some(),
         prune,
+        tile_size: args.tile_size,
     };
     // diffusers resizes with Lanczos too.
     let init_rgba = init.map(|img| {

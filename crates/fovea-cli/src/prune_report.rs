@@ -34,6 +34,17 @@ pub fn table(report: &PruneReport) -> String {
         100.0 * stats.skipped_share(),
         stats.forwards
     );
+    for (k, (t, ts)) in report.tiles.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "  tile {k}: latent {}x{} at ({}, {}): {:.1}% skipped",
+            t.h,
+            t.w,
+            t.y0,
+            t.x0,
+            100.0 * ts.skipped_share()
+        );
+    }
     let _ = writeln!(
         s,
         "{:>5}  {:<5}  {:>11}  {:>7}  {:>10}  {:>12}",
@@ -85,24 +96,35 @@ fn colour(share: f64) -> [u8; 3] {
 
 /// Writes the heat map: one row per attention layer (forward order, top to bottom),
 /// one column per step; the colour is the share of that layer's heads pruned at that
-/// step; grey columns are the measuring steps (every head computed).
+/// step; grey columns are the measuring steps (every head computed). A tiled run draws
+/// one such panel per tile, left to right in tile order.
 pub fn heat_map(report: &PruneReport, path: &Path) -> Result<(), String> {
     const CELL: usize = 12;
-    let stats = &report.stats;
-    let (rows, cols) = (stats.layers.len().max(1), stats.forwards.max(1));
-    let (w, h) = (cols * CELL, rows * CELL);
-    let mut img = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([128, 128, 128]));
-    for &(step, layer, active, all) in &stats.entries {
-        let share = if all > 0 {
-            (all - active) as f64 / all as f64
-        } else {
-            0.0
-        };
-        let c = colour(share);
-        for y in layer * CELL..(layer + 1) * CELL - 1 {
-            for x in step * CELL..(step + 1) * CELL - 1 {
-                if x < w && y < h {
-                    img.put_pixel(x as u32, y as u32, image::Rgb(c));
+    const GAP: usize = 6;
+    let panels: Vec<&PruneStats> = if report.tiles.is_empty() {
+        vec![&report.stats]
+    } else {
+        report.tiles.iter().map(|(_, s)| s).collect()
+    };
+    let rows = report.stats.layers.len().max(1);
+    let cols = panels.iter().map(|s| s.forwards).max().unwrap_or(1).max(1);
+    let panel_w = cols * CELL;
+    let (w, h) = (panels.len() * (panel_w + GAP) - GAP, rows * CELL);
+    let mut img = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255, 255, 255]));
+    for (k, stats) in panels.iter().enumerate() {
+        let left = k * (panel_w + GAP);
+        let mut cells = vec![None; rows * cols];
+        for &(step, layer, active, all) in &stats.entries {
+            if step < cols && layer < rows && all > 0 {
+                cells[layer * cols + step] = Some((all - active) as f64 / all as f64);
+            }
+        }
+        for (i, cell) in cells.iter().enumerate() {
+            let c = cell.map_or([128, 128, 128], colour);
+            let (layer, step) = (i / cols, i % cols);
+            for y in layer * CELL..(layer + 1) * CELL - 1 {
+                for x in step * CELL..(step + 1) * CELL - 1 {
+                    img.put_pixel((left + x) as u32, y as u32, image::Rgb(c));
                 }
             }
         }

@@ -13,7 +13,7 @@ use fovea_models::{
 use crate::prune::PrunePolicy;
 use crate::rng::NoiseRng;
 use crate::scheduler::{Scheduler, SchedulerKind};
-use crate::tiling::{self, Blender};
+use crate::tiling::{self, Blender, Tile};
 
 /// Pipeline errors: a parameter, a model problem, or the GPU.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +84,11 @@ pub struct GenerateParams {
     pub taesd: bool,
     /// Attention-head pruning (off by default).
     pub prune: PrunePolicy,
+    /// Denoise in overlapping tiles of this many pixels a side when the image is larger
+    /// (MultiDiffusion: every step, each tile's model output is computed on its own and
+    /// the outputs are cross-faded into one before the scheduler step); each tile makes
+    /// its own pruning decisions. `None`: one pass.
+    pub tile_size: Option<usize>,
 }
 
 impl Default for GenerateParams {
@@ -102,6 +107,7 @@ impl Default for GenerateParams {
             vae_tile: None,
             taesd: false,
             prune: PrunePolicy::default(),
+            tile_size: None,
         }
     }
 }
@@ -139,8 +145,11 @@ pub struct PruneReport {
     pub threshold: f32,
     /// Detail words found in the prompt.
     pub detail_words: Vec<String>,
-    /// Per layer and step head counts; see [`PruneStats::skipped_share`].
+    /// Per layer and step head counts over the whole image (all tiles together); see
+    /// [`PruneStats::skipped_share`].
     pub stats: PruneStats,
+    /// Per tile, in latent pixels, when denoising was tiled (else empty).
+    pub tiles: Vec<(Tile, PruneStats)>,
 }
 
 /// Wall time of each stage of a generation, in milliseconds.
@@ -320,6 +329,15 @@ impl StableDiffusion {
             return Err(param("cfg", p.cfg, "a finite number >= 0"));
         }
         p.prune.validate()?;
+        if let Some(t) = p.tile_size
+            && (t == 0 || t % g != 0)
+        {
+            return Err(param(
+                "tile_size",
+                t,
+                format!("a positive multiple of {g} for this model"),
+            ));
+        }
         let kind = match p.scheduler.or(self.default_scheduler()) {
             Some(k) => k,
             None => SchedulerKind::Euler,
@@ -461,6 +479,34 @@ impl StableDiffusion {
         .await
     }
 
+    /// The guided model output for model input `x_in` (1, C, h, w): one UNet forward over
+    /// the [negative, positive] pair when `cfg` > 1, with pruning when given.
+    fn predict(
+        &self,
+        b: &mut Batch,
+        x_in: &Tensor,
+        ts: &Tensor,
+        context: &Tensor,
+        cfg: f32,
+        pruning: Option<&mut HeadPruning>,
+    ) -> Result<Tensor, PipelineError> {
+        let guided = cfg > 1.0;
+        let model_in = if guided {
+            duplicate(b, x_in)?
+        } else {
+            x_in.clone()
+        };
+        let out = match pruning {
+            Some(hp) => self.unet.forward_pruned(b, &model_in, ts, context, hp)?,
+            None => self.unet.forward(b, &model_in, ts, context)?,
+        };
+        if guided {
+            guidance(b, &out, cfg)
+        } else {
+            Ok(out)
+        }
+    }
+
     /// Prompt embeddings, [negative, positive] when guided, and the time they took.
     async fn encode_prompt(&self, p: &GenerateParams) -> Result<(Tensor, f64), PipelineError> {
         let mut ids = Vec::new();
@@ -501,16 +547,40 @@ impl StableDiffusion {
         let begin = sched.begin();
         let total = timesteps.len() - begin;
         let threshold = p.prune.effective_threshold(&p.prompt, p.cfg);
-        let mut pruning = p.prune.enabled.then(|| {
+        // Denoising tiles (latent pixels) with weights that sum to 1, or one pass.
+        let (lh, lw) = (shape[2], shape[3]);
+        let tiles = match p.tile_size.map(|t| t / self.vae_scale()) {
+            Some(t) if t < lh || t < lw => {
+                let overlap = (t / 4).max(1);
+                let ts = tiling::tiles(lh, lw, t, overlap);
+                let weights = tiling::normalized_weights(&ts, lh, lw, overlap);
+                let mut out = Vec::with_capacity(ts.len());
+                for (t, w) in ts.into_iter().zip(weights) {
+                    out.push((
+                        t,
+                        gpu.upload_f32("tile weight", &[t.h, t.w], self.dtype, &w)?,
+                    ));
+                }
+                out
+            }
+            _ => Vec::new(),
+        };
+        let mut pruning: Vec<HeadPruning> = if p.prune.enabled {
             let cross = if p.prune.cross_attention {
                 threshold
             } else {
                 0.0
             };
-            let mut hp = HeadPruning::new(threshold, cross, p.prune.skip.gpu());
-            hp.guard = p.prune.guard;
-            hp
-        });
+            (0..tiles.len().max(1))
+                .map(|_| {
+                    let mut hp = HeadPruning::new(threshold, cross, p.prune.skip.gpu());
+                    hp.guard = p.prune.guard;
+                    hp
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         for (i, &t) in timesteps.iter().enumerate().skip(begin) {
             let plan = sched.plan(i);
             if plan.denoised.clip.is_some() {
@@ -527,26 +597,25 @@ impl StableDiffusion {
             };
             let batch = if guided { 2 } else { 1 };
             let ts = gpu.upload_f32("timesteps", &[batch], DType::F32, &vec![t as f32; batch])?;
+            for hp in &mut pruning {
+                hp.step = i - begin;
+                hp.apply = !p.prune.measures(i - begin);
+            }
             let mut b = gpu.batch();
             let x_in = b.scale(&sample, sched.input_scale(i) as f32, 0.0)?;
-            let model_in = if guided {
-                duplicate(&mut b, &x_in)?
+            let model_out = if tiles.is_empty() {
+                self.predict(&mut b, &x_in, &ts, context, p.cfg, pruning.first_mut())?
             } else {
-                x_in
-            };
-            let out = match pruning.as_mut() {
-                Some(hp) => {
-                    hp.step = i - begin;
-                    hp.apply = !p.prune.measures(i - begin);
-                    self.unet
-                        .forward_pruned(&mut b, &model_in, &ts, context, hp)?
+                // MultiDiffusion: each tile's guided output, cross-faded into one.
+                let acc = gpu.empty("tiled model output", &shape, self.dtype)?;
+                b.clear(&acc);
+                for (k, (tile, weight)) in tiles.iter().enumerate() {
+                    let x_tile = b.crop_window(&x_in, tile.y0, tile.x0, tile.h, tile.w)?;
+                    let out =
+                        self.predict(&mut b, &x_tile, &ts, context, p.cfg, pruning.get_mut(k))?;
+                    b.add_window(&acc, &out, weight, tile.y0, tile.x0)?;
                 }
-                None => self.unet.forward(&mut b, &model_in, &ts, context)?,
-            };
-            let model_out = if guided {
-                guidance(&mut b, &out, p.cfg)?
-            } else {
-                out
+                acc
             };
             // denoised = a * sample + b * model_out; next = c * sample + d * denoised + e * prev + f * noise
             let denoised = lin(
@@ -581,8 +650,19 @@ impl StableDiffusion {
             steps: total,
             ..Default::default()
         };
-        let prune = match &pruning {
-            Some(hp) => Some(PruneReport {
+        let prune = if pruning.is_empty() {
+            None
+        } else {
+            let mut per_tile = Vec::with_capacity(pruning.len());
+            for hp in &pruning {
+                per_tile.push(hp.read_stats(gpu).await?);
+            }
+            let mut stats = per_tile[0].clone();
+            for t in &per_tile[1..] {
+                stats.entries.extend_from_slice(&t.entries);
+                stats.forwards += t.forwards;
+            }
+            Some(PruneReport {
                 threshold,
                 detail_words: p
                     .prune
@@ -590,9 +670,13 @@ impl StableDiffusion {
                     .into_iter()
                     .map(String::from)
                     .collect(),
-                stats: hp.read_stats(gpu).await?,
-            }),
-            None => None,
+                stats,
+                tiles: if tiles.is_empty() {
+                    Vec::new()
+                } else {
+                    tiles.iter().map(|(t, _)| *t).zip(per_tile).collect()
+                },
+            })
         };
         let started = web_time::Instant::now();
         let (pixels, tiles) = self.decode_latents(p, &sample).await?;

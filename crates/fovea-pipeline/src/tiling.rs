@@ -146,6 +146,50 @@ impl Blender {
     }
 }
 
+/// Per-tile weight maps (t.h x t.w each, row-major) that cross-fade over `ramp` at
+/// inner edges and sum to exactly 1 at every pixel of the (height, width) plane: tile
+/// results multiplied by these and added up blend seamlessly with no division after.
+pub fn normalized_weights(
+    tiles: &[Tile],
+    height: usize,
+    width: usize,
+    ramp: usize,
+) -> Vec<Vec<f32>> {
+    let raw: Vec<Vec<f32>> = tiles
+        .iter()
+        .map(|t| {
+            let mut w = Vec::with_capacity(t.h * t.w);
+            for y in 0..t.h {
+                let wy = axis_weight(y, t.y0, t.h, height, ramp);
+                for x in 0..t.w {
+                    w.push(wy * axis_weight(x, t.x0, t.w, width, ramp));
+                }
+            }
+            w
+        })
+        .collect();
+    let mut total = vec![0.0f32; height * width];
+    for (t, w) in tiles.iter().zip(&raw) {
+        for y in 0..t.h {
+            for x in 0..t.w {
+                total[(t.y0 + y) * width + t.x0 + x] += w[y * t.w + x];
+            }
+        }
+    }
+    tiles
+        .iter()
+        .zip(raw)
+        .map(|(t, mut w)| {
+            for y in 0..t.h {
+                for x in 0..t.w {
+                    w[y * t.w + x] /= total[(t.y0 + y) * width + t.x0 + x];
+                }
+            }
+            w
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +207,22 @@ mod tests {
                 assert!(w[0] + tile >= w[1] + ov, "{len} {tile} {ov}: {s:?}");
             }
         }
+    }
+
+    #[test]
+    fn normalized_weights_sum_to_one_everywhere() {
+        let (h, w) = (40, 56);
+        let ts = tiles(h, w, 16, 4);
+        let ws = normalized_weights(&ts, h, w, 4);
+        let mut total = vec![0.0f32; h * w];
+        for (t, wt) in ts.iter().zip(&ws) {
+            for y in 0..t.h {
+                for x in 0..t.w {
+                    total[(t.y0 + y) * w + t.x0 + x] += wt[y * t.w + x];
+                }
+            }
+        }
+        assert!(total.iter().all(|v| (v - 1.0).abs() < 1e-6));
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub struct WebParams {
     pub strength: Option<f64>,
     pub vae_tile: Option<usize>,
     pub taesd: bool,
+    pub tile_size: Option<usize>,
     pub prune: WebPrune,
 }
 
@@ -97,6 +98,7 @@ impl WebParams {
             vae_tile: self.vae_tile,
             taesd: self.taesd,
             prune,
+            tile_size: self.tile_size,
         })
     }
 }
@@ -138,7 +140,21 @@ pub struct WebPruneReport {
     pub flops_skipped: f64,
     pub forwards: usize,
     pub layers: Vec<WebLayer>,
-    /// `[step, layer, activeHeads, heads]` per applying forward of a layer.
+    /// `[step, layer, activeHeads, heads]` per applying forward of a layer (all tiles).
+    pub entries: Vec<[usize; 4]>,
+    /// Per tile when tiled: `{y0, x0, h, w}` in latent pixels, skipped share, entries.
+    pub tiles: Vec<WebTile>,
+}
+
+/// One denoising tile's pruning.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebTile {
+    pub y0: usize,
+    pub x0: usize,
+    pub h: usize,
+    pub w: usize,
+    pub skipped_share: f64,
     pub entries: Vec<[usize; 4]>,
 }
 
@@ -198,12 +214,27 @@ fn prune_report(r: &PruneReport) -> WebPruneReport {
                 head_dim: l.head_dim,
             })
             .collect(),
-        entries: s
-            .entries
+        entries: entries(s),
+        tiles: r
+            .tiles
             .iter()
-            .map(|&(step, layer, active, all)| [step, layer, active as usize, all as usize])
+            .map(|(t, ts)| WebTile {
+                y0: t.y0,
+                x0: t.x0,
+                h: t.h,
+                w: t.w,
+                skipped_share: ts.skipped_share(),
+                entries: entries(ts),
+            })
             .collect(),
     }
+}
+
+fn entries(s: &fovea_pipeline::PruneStats) -> Vec<[usize; 4]> {
+    s.entries
+        .iter()
+        .map(|&(step, layer, active, all)| [step, layer, active as usize, all as usize])
+        .collect()
 }
 
 #[cfg(test)]
