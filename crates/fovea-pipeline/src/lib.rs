@@ -3,6 +3,7 @@
 //! text-to-image and image-to-image from a diffusers folder ([`sd`]), with tiled VAE
 //! passes ([`tiling`]).
 
+pub mod metrics;
 pub mod prune;
 pub mod rng;
 pub mod scheduler;

@@ -47,20 +47,4 @@ pub fn level_diff(rgba: &[u8], want_hwc: &[f32]) -> (i32, f64) {
     (max, sum as f64 / (n * 3) as f64)
 }
 
-/// PSNR in dB between two RGBA8 images (RGB channels).
-pub fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let (mut se, mut n) = (0.0f64, 0usize);
-    for (i, (&x, &y)) in a.iter().zip(b).enumerate() {
-        if i % 4 != 3 {
-            se += (x as f64 - y as f64).powi(2);
-            n += 1;
-        }
-    }
-    let mse = se / n as f64;
-    if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (255.0f64 * 255.0 / mse).log10()
-    }
-}
+pub use fovea_pipeline::metrics::psnr;
