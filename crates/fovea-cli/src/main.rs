@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use fovea_gpu::{DType, Gpu, GpuOptions};
 use fovea_pipeline::{GenerateParams, PrunePolicy, SchedulerKind, SkipMode, StableDiffusion};
 
+mod eval;
 mod prune_report;
 
 #[derive(Parser)]
@@ -27,6 +28,9 @@ struct Cli {
 enum Command {
     /// Generate an image from a text prompt.
     Generate(Box<GenerateArgs>),
+    /// Run a prompt suite with attention pruning off and on (same seeds) and write a
+    /// JSON + markdown report with images.
+    PruneEval(Box<EvalArgs>),
     /// List GPU adapters with backend, device type, features and key limits.
     Info {
         /// Also run every kernel on the preferred adapter against CPU references.
@@ -98,30 +102,8 @@ struct GenerateArgs {
     /// slightly softer.
     #[arg(long)]
     taesd: Option<PathBuf>,
-    /// Prune attention heads by entropy (see --prune-threshold).
-    #[arg(long)]
-    prune: bool,
-    /// Normalised-entropy threshold in [0, 1]: heads below it are pruned (higher prunes
-    /// more). Detail words in the prompt and guidance above 7.5 lower it.
-    #[arg(long, default_value_t = PrunePolicy::default().threshold)]
-    prune_threshold: f32,
-    /// What pruned heads output: cached (their last computed output) or zero.
-    #[arg(long, default_value = "cached")]
-    prune_skip: String,
-    /// Re-measure every head's entropy every N steps (0: only on the first step).
-    #[arg(long, default_value_t = PrunePolicy::default().refresh)]
-    prune_refresh: usize,
-    /// Prune self-attention only.
-    #[arg(long)]
-    prune_self_only: bool,
-    /// Pattern guard: keep heads whose entropy spread over the image exceeds this
-    /// (stripes, grids); 0.5 turns it off.
-    #[arg(long, default_value_t = PrunePolicy::default().guard)]
-    prune_guard: f32,
-    /// Comma-separated detail words that make pruning gentler (default: a built-in
-    /// English and Chinese list).
-    #[arg(long)]
-    detail_words: Option<String>,
+    #[command(flatten)]
+    pruning: PruneArgs,
     /// Print per-layer pruning statistics.
     #[arg(long)]
     prune_stats: bool,
@@ -133,24 +115,144 @@ struct GenerateArgs {
     out: PathBuf,
 }
 
-fn prune_policy(args: &GenerateArgs) -> Result<PrunePolicy, String> {
-    let mut p = PrunePolicy {
-        enabled: args.prune,
-        threshold: args.prune_threshold,
-        skip: SkipMode::parse(&args.prune_skip).map_err(|e| e.to_string())?,
-        refresh: args.prune_refresh,
-        cross_attention: !args.prune_self_only,
-        guard: args.prune_guard,
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// A diffusers Stable Diffusion folder.
+    #[arg(long, short = 'm')]
+    model: PathBuf,
+    /// The prompt suite (JSON: {"prompts": [{"id", "background", "prompt", ...}]}).
+    #[arg(long, default_value = "tests/prompts/prune_suite.json")]
+    suite: PathBuf,
+    /// Only the first N prompts.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Output folder for report.json, report.md and pairs.png.
+    #[arg(long, short = 'o', default_value = "prune-eval")]
+    out: PathBuf,
+    /// Denoising steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 7.5)]
+    cfg: f32,
+    /// Seed of every prompt's noise.
+    #[arg(long, short = 's', default_value_t = 0)]
+    seed: u64,
+    /// Width in pixels (default: the model's native size).
+    #[arg(long, short = 'W')]
+    width: Option<usize>,
+    /// Height in pixels (default: the model's native size).
+    #[arg(long, short = 'H')]
+    height: Option<usize>,
+    /// Guidance scales of the CFG sweep (comma-separated; empty: none).
+    #[arg(long, default_value = "1,3,5,7.5,10,12.5")]
+    cfg_sweep: String,
+    /// Use f32 even when the adapter has shader-f16.
+    #[arg(long)]
+    f32: bool,
+    #[command(flatten)]
+    pruning: PruneArgs,
+}
+
+fn prune_eval(args: EvalArgs) -> Result<(), String> {
+    let mut prune = args.pruning.policy()?;
+    prune.enabled = true;
+    let cfg_sweep = args
+        .cfg_sweep
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            s.trim()
+                .parse::<f32>()
+                .map_err(|_| format!("`--cfg-sweep` value `{s}` is not a number"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let gpu = pollster::block_on(Gpu::new(GpuOptions::default())).map_err(|e| e.to_string())?;
+    let dtype = if gpu.capabilities().shader_f16 && !args.f32 {
+        DType::F16
+    } else {
+        DType::F32
+    };
+    let sd = StableDiffusion::load(&gpu, &args.model, dtype).map_err(|e| e.to_string())?;
+    let native = sd.native_size();
+    let base = GenerateParams {
+        steps: args.steps,
+        cfg: args.cfg,
+        seed: args.seed,
+        width: args.width.unwrap_or(native),
+        height: args.height.unwrap_or(native),
+        prune,
         ..Default::default()
     };
-    if let Some(words) = &args.detail_words {
-        p.detail_words = words
-            .split(',')
-            .map(|w| w.trim().to_string())
-            .filter(|w| !w.is_empty())
-            .collect();
+    eval::prune_eval(
+        &gpu,
+        &sd,
+        &args.model,
+        &base,
+        &eval::EvalOptions {
+            suite: args.suite,
+            out: args.out,
+            limit: args.limit,
+            cfg_sweep,
+        },
+    )
+}
+
+/// The pruning policy flags, shared by `generate` and `prune-eval`.
+#[derive(clap::Args, Clone)]
+pub struct PruneArgs {
+    /// Prune attention heads by entropy (see --prune-threshold).
+    #[arg(long)]
+    pub prune: bool,
+    /// Normalised-entropy threshold in [0, 1]: heads below it are pruned (higher prunes
+    /// more). Detail words in the prompt and guidance above 7.5 lower it.
+    #[arg(long, default_value_t = PrunePolicy::default().threshold)]
+    pub prune_threshold: f32,
+    /// What pruned heads output: cached (their last computed output) or zero.
+    #[arg(long, default_value = "cached")]
+    pub prune_skip: String,
+    /// Re-measure every head's entropy every N steps (0: only on the first step).
+    #[arg(long, default_value_t = PrunePolicy::default().refresh)]
+    pub prune_refresh: usize,
+    /// Prune self-attention only.
+    #[arg(long)]
+    pub prune_self_only: bool,
+    /// Pattern guard: keep heads whose entropy spread over the image exceeds this
+    /// (stripes, grids); 0.5 turns it off.
+    #[arg(long, default_value_t = PrunePolicy::default().guard)]
+    pub prune_guard: f32,
+    /// Comma-separated detail words that make pruning gentler (default: a built-in
+    /// English and Chinese list).
+    #[arg(long)]
+    pub detail_words: Option<String>,
+}
+
+impl PruneArgs {
+    /// The validated policy (enabled as `--prune` says).
+    pub fn policy(&self) -> Result<PrunePolicy, String> {
+        let mut p = PrunePolicy {
+            enabled: self.prune,
+            threshold: self.prune_threshold,
+            skip: SkipMode::parse(&self.prune_skip).map_err(|e| e.to_string())?,
+            refresh: self.prune_refresh,
+            cross_attention: !self.prune_self_only,
+            guard: self.prune_guard,
+            ..Default::default()
+        };
+        if let Some(words) = &self.detail_words {
+            p.detail_words = words
+                .split(',')
+                .map(|w| w.trim().to_string())
+                .filter(|w| !w.is_empty())
+                .collect();
+        }
+        p.validate().map_err(|e| e.to_string())?;
+        Ok(p)
     }
-    p.validate().map_err(|e| e.to_string())?;
+}
+
+fn prune_policy(args: &GenerateArgs) -> Result<PrunePolicy, String> {
+    let p = args.pruning.policy()?;
     if !p.enabled && (args.prune_stats || args.prune_map.is_some()) {
         return Err("--prune-stats and --prune-map need --prune".into());
     }
@@ -404,6 +506,13 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let cli = Cli::parse();
     match cli.command {
+        Command::PruneEval(args) => match prune_eval(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Generate(args) => match generate(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

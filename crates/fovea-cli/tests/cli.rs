@@ -248,3 +248,49 @@ fn pruning_prints_a_table_and_draws_a_heat_map() {
     }
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn prune_eval_writes_a_report() {
+    let out = std::env::temp_dir().join(format!("fovea-cli-eval-{}", std::process::id()));
+    let suite = format!(
+        "{}/../../tests/prompts/prune_suite.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let (ok, text) = fovea(&[
+        "prune-eval",
+        "--model",
+        &tiny_model(),
+        "--suite",
+        &suite,
+        "--limit",
+        "2",
+        "--steps",
+        "2",
+        "--prune-threshold",
+        "0.99",
+        "--cfg-sweep",
+        "1,12",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("[2/2]") && text.contains("SSIM"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["rows"].as_array().unwrap().len(), 2);
+    assert_eq!(json["cfg_sweep"].as_array().unwrap().len(), 2);
+    assert!(json["rows"][0]["psnr_db"].is_number() || json["rows"][0]["psnr_db"].is_null());
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("| plain |") && md.contains("CFG sweep"), "{md}");
+    let pairs = image::open(out.join("pairs.png")).unwrap();
+    assert_eq!(pairs.height(), 2 * (16 + 4));
+    let (ok, text) = fovea(&[
+        "prune-eval",
+        "--model",
+        &tiny_model(),
+        "--suite",
+        "/nonexistent/suite.json",
+    ]);
+    assert!(!ok && text.contains("/nonexistent/suite.json"), "{text}");
+    std::fs::remove_dir_all(&out).ok();
+}
