@@ -224,10 +224,10 @@ pub fn serve(port: u16) -> Result<(), String> {
             Some(file)
                 if file.file_name().is_some_and(|n| n == "manifest.json") && !file.exists() =>
             {
-                match file.parent().map(manifest) {
+                match file.parent().filter(|d| d.is_dir()).map(manifest) {
                     Some(Ok(body)) => Ok((body.into_bytes(), "application/json")),
                     Some(Err(e)) => Err((500, e)),
-                    None => Err((404, "not found".to_string())),
+                    None => Err((404, format!("{url}: no such model folder"))),
                 }
             }
             Some(file) => match std::fs::read(&file) {

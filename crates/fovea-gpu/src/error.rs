@@ -7,12 +7,18 @@ use crate::DType;
 pub type Result<T, E = GpuError> = std::result::Result<T, E>;
 
 /// What can go wrong in the GPU runtime.
+/// What to do when no adapter is found, per platform.
+#[cfg(not(target_arch = "wasm32"))]
+const NO_ADAPTER_HINT: &str =
+    "on Linux install a Vulkan driver (e.g. mesa-vulkan-drivers) or set WGPU_BACKEND=gl";
+#[cfg(target_arch = "wasm32")]
+const NO_ADAPTER_HINT: &str = "this browser offers no WebGPU adapter: use a browser with WebGPU \
+     enabled (Chrome/Edge 113+, Safari 26+, Firefox 141+ on Windows) and a supported GPU";
+
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
     /// No adapter could be found for the requested backends.
-    #[error(
-        "no GPU adapter found ({0}); on Linux install a Vulkan driver (e.g. mesa-vulkan-drivers) or set WGPU_BACKEND=gl"
-    )]
+    #[error("no GPU adapter found ({0}); {hint}", hint = NO_ADAPTER_HINT)]
     NoAdapter(String),
     /// The adapter lacks a limit the engine needs.
     #[error(

@@ -65,6 +65,15 @@ impl SchedulerKind {
         (SchedulerKind::Lcm, "lcm"),
     ];
 
+    /// The CLI name (`euler`, `euler_a`, `ddim`, `dpmpp_2m`, `lcm`).
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(k, _)| *k == self)
+            .map(|(_, n)| *n)
+            .expect("every kind is listed")
+    }
+
     /// Parses a CLI name (`euler`, `euler_a`, `ddim`, `dpmpp_2m`, `lcm`) or a diffusers
     /// class name.
     pub fn parse(name: &str) -> Result<SchedulerKind, SchedulerError> {

@@ -127,7 +127,7 @@ impl Engine {
         let info = ModelInfo {
             native_size: sd.native_size(),
             granularity: sd.granularity(),
-            scheduler: sd.default_scheduler().map(|k| format!("{k:?}")),
+            scheduler: sd.default_scheduler().map(|k| k.name().to_string()),
             dtype: dtype.to_string(),
         };
         *slot = Some(sd);
