@@ -47,9 +47,10 @@ enum Command {
 
 #[derive(clap::Args)]
 struct GenerateArgs {
-    /// A diffusers Stable Diffusion folder (model_index.json, unet/, vae/, ...).
+    /// A diffusers Stable Diffusion folder (model_index.json, unet/, vae/, ...); default:
+    /// fovea's own small model, models/fovea-tiny.
     #[arg(long, short = 'm')]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// What to draw.
     #[arg(long, short = 'p')]
     prompt: String,
@@ -117,9 +118,9 @@ struct GenerateArgs {
 
 #[derive(clap::Args)]
 struct EvalArgs {
-    /// A diffusers Stable Diffusion folder.
+    /// A diffusers Stable Diffusion folder (default: models/fovea-tiny).
     #[arg(long, short = 'm')]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// The prompt suite (JSON: {"prompts": [{"id", "background", "prompt", ...}]}).
     #[arg(long, default_value = "tests/prompts/prune_suite.json")]
     suite: PathBuf,
@@ -154,7 +155,30 @@ struct EvalArgs {
     pruning: PruneArgs,
 }
 
+/// The model folder to use: the one given, else the default model, looked up under the
+/// current directory and then in the source checkout this binary was built from.
+fn model_dir(given: Option<&PathBuf>) -> Result<PathBuf, String> {
+    if let Some(dir) = given {
+        return Ok(dir.clone());
+    }
+    let candidates = [
+        PathBuf::from("models/fovea-tiny"),
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../models/fovea-tiny"
+        )),
+    ];
+    candidates
+        .iter()
+        .find(|d| d.join("model_index.json").is_file())
+        .cloned()
+        .ok_or_else(|| {
+            "the default model (models/fovea-tiny) is not here; pass --model DIR with a diffusers Stable Diffusion folder".to_string()
+        })
+}
+
 fn prune_eval(args: EvalArgs) -> Result<(), String> {
+    let model = model_dir(args.model.as_ref())?;
     let mut prune = args.pruning.policy()?;
     prune.enabled = true;
     let cfg_sweep = args
@@ -173,7 +197,7 @@ fn prune_eval(args: EvalArgs) -> Result<(), String> {
     } else {
         DType::F32
     };
-    let sd = StableDiffusion::load(&gpu, &args.model, dtype).map_err(|e| e.to_string())?;
+    let sd = StableDiffusion::load(&gpu, &model, dtype).map_err(|e| e.to_string())?;
     let native = sd.native_size();
     let base = GenerateParams {
         steps: args.steps,
@@ -187,7 +211,7 @@ fn prune_eval(args: EvalArgs) -> Result<(), String> {
     eval::prune_eval(
         &gpu,
         &sd,
-        &args.model,
+        &model,
         &base,
         &eval::EvalOptions {
             suite: args.suite,
@@ -217,6 +241,12 @@ pub struct PruneArgs {
     /// Prune self-attention only.
     #[arg(long)]
     pub prune_self_only: bool,
+    /// Runs of at most this many steps (turbo models) decide from an in-step probe.
+    #[arg(long, default_value_t = PrunePolicy::default().probe_steps)]
+    pub prune_probe_steps: usize,
+    /// The in-step probe measures every N-th query row.
+    #[arg(long, default_value_t = PrunePolicy::default().probe_stride)]
+    pub prune_probe_stride: usize,
     /// Pattern guard: keep heads whose entropy spread over the image exceeds this
     /// (stripes, grids); 0.5 turns it off.
     #[arg(long, default_value_t = PrunePolicy::default().guard)]
@@ -237,6 +267,8 @@ impl PruneArgs {
             refresh: self.prune_refresh,
             cross_attention: !self.prune_self_only,
             guard: self.prune_guard,
+            probe_steps: self.prune_probe_steps,
+            probe_stride: self.prune_probe_stride,
             ..Default::default()
         };
         if let Some(words) = &self.detail_words {
@@ -264,6 +296,7 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
         return Err("`--batch-count` = 0 is invalid: at least 1".into());
     }
     let prune = prune_policy(&args)?;
+    let model = model_dir(args.model.as_ref())?;
     let gpu = pollster::block_on(Gpu::new(GpuOptions::default())).map_err(|e| e.to_string())?;
     let dtype = if gpu.capabilities().shader_f16 && !args.f32 {
         DType::F16
@@ -276,7 +309,8 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
         gpu.adapter_info().backend
     );
     let load_start = std::time::Instant::now();
-    let mut sd = StableDiffusion::load(&gpu, &args.model, dtype).map_err(|e| e.to_string())?;
+    eprintln!("model: {}", model.display());
+    let mut sd = StableDiffusion::load(&gpu, &model, dtype).map_err(|e| e.to_string())?;
     if let Some(dir) = &args.taesd {
         sd.load_taesd(dir).map_err(|e| e.to_string())?;
     }

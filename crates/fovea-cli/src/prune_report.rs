@@ -34,6 +34,14 @@ pub fn table(report: &PruneReport) -> String {
         100.0 * stats.skipped_share(),
         stats.forwards
     );
+    if stats.probe_flops > 0.0 {
+        let _ = writeln!(
+            s,
+            "  in-step probe cost: {:.1}% of the unpruned attention FLOPs (net saving {:.1}%)",
+            100.0 * stats.probe_share(),
+            100.0 * (stats.skipped_share() - stats.probe_share())
+        );
+    }
     for (k, (t, ts)) in report.tiles.iter().enumerate() {
         let _ = writeln!(
             s,

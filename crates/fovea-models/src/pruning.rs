@@ -74,6 +74,8 @@ pub struct PruneStats {
     pub entries: Vec<(usize, usize, u32, u32)>,
     /// Forwards run, measuring or applying.
     pub forwards: usize,
+    /// Attention FLOPs the in-step probes cost (0 without probing).
+    pub probe_flops: f64,
 }
 
 impl PruneStats {
@@ -100,6 +102,16 @@ impl PruneStats {
         let (all, skipped) = self.flops();
         if all > 0.0 { skipped / all } else { 0.0 }
     }
+
+    /// The in-step probes' cost as a share of the unpruned attention FLOPs.
+    pub fn probe_share(&self) -> f64 {
+        let (all, _) = self.flops();
+        if all > 0.0 {
+            self.probe_flops / all
+        } else {
+            0.0
+        }
+    }
 }
 
 /// Pruning state across the UNet forwards of one generation.
@@ -114,6 +126,9 @@ pub struct HeadPruning {
     pub guard: f32,
     /// What pruned heads output.
     pub skipped: SkippedOutput,
+    /// In-step probe: when > 1, every forward measures each layer's heads on every
+    /// `probe_stride`-th query row and prunes in the same forward (for 1-4 step models).
+    pub probe_stride: usize,
     /// Whether the next forward applies the decisions (else it measures).
     pub apply: bool,
     /// Step number recorded with the statistics.
@@ -122,6 +137,7 @@ pub struct HeadPruning {
     cursor: usize,
     records: Vec<Record>,
     forwards: usize,
+    probe_flops: f64,
 }
 
 impl HeadPruning {
@@ -132,12 +148,14 @@ impl HeadPruning {
             cross_threshold,
             guard: 0.5,
             skipped,
+            probe_stride: 0,
             apply: false,
             step: 0,
             layers: Vec::new(),
             cursor: 0,
             records: Vec::new(),
             forwards: 0,
+            probe_flops: 0.0,
         }
     }
 
@@ -146,24 +164,26 @@ impl HeadPruning {
         self.forwards += 1;
     }
 
-    /// Runs one attention layer under the pruning: `run` gets the options' pruning part
-    /// (active heads, skipped output, output and entropy tensors) and returns (output,
-    /// entropy).
+    /// Runs one attention layer under the pruning: `run` performs the attention call it
+    /// is given ([`Call`]) and returns (output, entropy statistics).
     pub(crate) fn layer(
         &mut self,
         b: &mut Batch,
         info: LayerInfo,
-        run: impl FnOnce(&mut Batch, Option<Pruned<'_>>) -> Result<(Tensor, Tensor)>,
+        mut run: impl FnMut(&mut Batch, Call<'_>) -> Result<(Tensor, Tensor)>,
     ) -> Result<Tensor> {
         let index = self.cursor;
         self.cursor += 1;
+        if self.probe_stride > 1 {
+            return self.probe_layer(b, index, info, run);
+        }
         let applying = self.apply
             && self
                 .layers
                 .get(index)
                 .is_some_and(|s| s.info.batch == info.batch && s.info.n_q == info.n_q);
         if !applying {
-            let (out, entropy) = run(b, None)?;
+            let (out, entropy) = run(b, Call::Full)?;
             let state = LayerState {
                 info: LayerInfo { index, ..info },
                 entropy,
@@ -185,13 +205,74 @@ impl HeadPruning {
         let list = b.compact_heads(&mask, info.n_q, info.head_dim)?;
         let (out, _) = run(
             b,
-            Some(Pruned {
+            Call::Pruned(Pruned {
                 list: &list,
                 skipped: self.skipped,
                 out: state.cache.as_ref(),
                 entropy: &state.entropy,
             }),
         )?;
+        self.records.push(Record {
+            step: self.step,
+            layer: index,
+            list,
+        });
+        Ok(out)
+    }
+
+    /// The in-step probe (for 1-4 step models, where no earlier step can measure):
+    /// attention over every `probe_stride`-th query row measures the heads, the mask
+    /// is decided from that, and the full attention runs over the active heads, all in
+    /// this forward. Skipped heads output their previous step's output in the cached
+    /// mode when there is one, else zeros.
+    fn probe_layer(
+        &mut self,
+        b: &mut Batch,
+        index: usize,
+        info: LayerInfo,
+        mut run: impl FnMut(&mut Batch, Call<'_>) -> Result<(Tensor, Tensor)>,
+    ) -> Result<Tensor> {
+        let stride = self.probe_stride;
+        let (_, entropy) = run(b, Call::Probe { stride })?;
+        let rows = info.n_q.div_ceil(stride);
+        self.probe_flops += info.flops_per_head() * (info.batch * info.heads) as f64 * rows as f64
+            / info.n_q as f64;
+        let threshold = match info.kind {
+            AttentionKind::SelfAttention => self.self_threshold,
+            AttentionKind::CrossAttention => self.cross_threshold,
+        };
+        let mask = b.decide_heads(&entropy, threshold, self.guard)?;
+        let list = b.compact_heads(&mask, info.n_q, info.head_dim)?;
+        let cache = self
+            .layers
+            .get(index)
+            .filter(|s| s.info.batch == info.batch && s.info.n_q == info.n_q)
+            .and_then(|s| s.cache.clone())
+            .filter(|_| self.skipped == SkippedOutput::Keep);
+        let skipped = if cache.is_some() {
+            SkippedOutput::Keep
+        } else {
+            SkippedOutput::Zero
+        };
+        let (out, _) = run(
+            b,
+            Call::Pruned(Pruned {
+                list: &list,
+                skipped,
+                out: cache.as_ref(),
+                entropy: &entropy,
+            }),
+        )?;
+        let state = LayerState {
+            info: LayerInfo { index, ..info },
+            entropy,
+            cache: (self.skipped == SkippedOutput::Keep).then(|| out.clone()),
+        };
+        if index < self.layers.len() {
+            self.layers[index] = state;
+        } else {
+            self.layers.push(state);
+        }
         self.records.push(Record {
             step: self.step,
             layer: index,
@@ -237,8 +318,19 @@ impl HeadPruning {
             layers,
             entries,
             forwards: self.forwards,
+            probe_flops: self.probe_flops,
         })
     }
+}
+
+/// The attention call a layer makes.
+pub(crate) enum Call<'a> {
+    /// Every head, every query row.
+    Full,
+    /// Every head over every `stride`-th query row, for its entropy statistics only.
+    Probe { stride: usize },
+    /// The active heads of a decided mask.
+    Pruned(Pruned<'a>),
 }
 
 /// The pruning part of one layer's attention call.

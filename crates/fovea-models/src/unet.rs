@@ -15,7 +15,7 @@ use fovea_gpu::{
 use crate::blocks::{Conv, Loader, Norm, Resnet, conv, project_channels, project_tokens};
 use crate::config::UNetConfig;
 use crate::error::{ModelError, Result};
-use crate::pruning::{AttentionKind, HeadPruning, LayerInfo};
+use crate::pruning::{AttentionKind, Call, HeadPruning, LayerInfo};
 use crate::weights::Weights;
 
 /// diffusers' transformer blocks: group norm eps 1e-6, layer norm eps 1e-5.
@@ -287,19 +287,39 @@ impl UNet {
                     n_k: context.shape()[1],
                     head_dim,
                 };
-                p.layer(b, info, |b, pruned| {
+                p.layer(b, info, |b, call| {
                     let mut opts = AttentionOptions::new(batch, heads, head_dim);
-                    if let Some(pr) = &pruned {
-                        opts.active_heads = Some(pr.list);
-                        opts.skipped = pr.skipped;
-                        opts.entropy_out = Some(pr.entropy);
-                        opts.out = pr.out.map(|t| HeadView {
-                            tensor: t,
-                            layout: HeadLayout::contiguous(n_q, heads, head_dim),
-                            tokens: n_q,
-                        });
-                    }
-                    let r = b.attention(&q, &k, &v, &opts)?;
+                    let r = match call {
+                        Call::Full => b.attention(&q, &k, &v, &opts)?,
+                        Call::Probe { stride } => {
+                            let n_k = context.shape()[1];
+                            let rows = HeadView {
+                                tensor: &q,
+                                layout: HeadLayout {
+                                    token_stride: stride * heads * head_dim,
+                                    ..HeadLayout::contiguous(n_q, heads, head_dim)
+                                },
+                                tokens: n_q.div_ceil(stride),
+                            };
+                            let view = |t| HeadView {
+                                tensor: t,
+                                layout: HeadLayout::contiguous(n_k, heads, head_dim),
+                                tokens: n_k,
+                            };
+                            b.attention_views(rows, view(&k), view(&v), &opts)?
+                        }
+                        Call::Pruned(pr) => {
+                            opts.active_heads = Some(pr.list);
+                            opts.skipped = pr.skipped;
+                            opts.entropy_out = Some(pr.entropy);
+                            opts.out = pr.out.map(|t| HeadView {
+                                tensor: t,
+                                layout: HeadLayout::contiguous(n_q, heads, head_dim),
+                                tokens: n_q,
+                            });
+                            b.attention(&q, &k, &v, &opts)?
+                        }
+                    };
                     Ok((r.out, r.entropy))
                 })?
             }

@@ -148,3 +148,40 @@ fn threshold_extremes_equal_the_unpruned_and_the_all_skipped_forward() {
         "all-skipped is deterministic"
     );
 }
+
+/// The in-step probe (every 2nd query row) measures nearly what all rows measure, and
+/// with threshold 0 the forward equals the unpruned one exactly.
+#[test]
+fn the_in_step_probe_measures_like_the_full_rows() {
+    let gpu = gpu();
+    let (unet, x) = setup(&gpu);
+    let plain = run(&gpu, &unet, &x, None);
+    let mut full = HeadPruning::new(0.0, 0.0, SkippedOutput::Zero);
+    run(&gpu, &unet, &x, Some(&mut full));
+    let want = pollster::block_on(full.read_entropies(&gpu)).unwrap();
+    let mut probe = HeadPruning::new(0.0, 0.0, SkippedOutput::Zero);
+    probe.probe_stride = 2;
+    assert_eq!(run(&gpu, &unet, &x, Some(&mut probe)), plain);
+    // The stored statistics are the probe's for skipped heads and the full rows' for
+    // computed ones; with threshold 0 every head was computed, so compare a fresh probe
+    // through a threshold that skips all heads (nothing overwrites the probe's numbers).
+    let mut only = HeadPruning::new(1.0, 1.0, SkippedOutput::Zero);
+    only.probe_stride = 2;
+    run(&gpu, &unet, &x, Some(&mut only));
+    let got = pollster::block_on(only.read_entropies(&gpu)).unwrap();
+    let mut worst = 0.0f32;
+    for (g, w) in got.iter().zip(&want) {
+        let n = g.len() / 2;
+        for i in 0..n {
+            worst = worst.max((g[i] - w[i]).abs());
+        }
+    }
+    eprintln!("probe (every 2nd row) vs all rows: mean entropy within {worst:.4}");
+    assert!(worst < 0.05, "{worst}");
+    let stats = pollster::block_on(only.read_stats(&gpu)).unwrap();
+    assert!(
+        (stats.probe_share() - 0.5).abs() < 1e-9,
+        "{}",
+        stats.probe_share()
+    );
+}

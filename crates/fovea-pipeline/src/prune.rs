@@ -7,6 +7,13 @@
 //! regions, mostly the query's own neighbourhood), which the published method found to
 //! carry little for the image. Threshold 0 prunes nothing; higher prunes more.
 //!
+//! **Where the entropies come from**: with more than [`PrunePolicy::probe_steps`]
+//! steps, the first step (and every `refresh` steps) runs every head and measures them
+//! for the following steps. Turbo models (1-4 steps) have no earlier step to learn
+//! from, so each attention layer first runs a probe over every `probe_stride`-th query
+//! row (1/stride of the layer's attention work, reported as the probe cost), decides
+//! from it, and runs the pruned attention in the same step.
+//!
 //! **Pattern guard**: a head is kept, whatever its mean entropy, when the spread of its
 //! rows' entropies over the image exceeds [`PrunePolicy::guard`]: periodic content
 //! (stripes, grids, checkerboards) has low-entropy rows on the pattern and
@@ -108,6 +115,12 @@ pub struct PrunePolicy {
     /// Re-measure every head's entropy (a full forward) every this many steps; 0 measures
     /// only on the first step.
     pub refresh: usize,
+    /// Runs of at most this many steps (turbo models) probe in-step instead: each layer
+    /// measures its heads on every `probe_stride`-th query row, then prunes in the same
+    /// step.
+    pub probe_steps: usize,
+    /// Query-row stride of the in-step probe (>= 2).
+    pub probe_stride: usize,
     /// Words that make pruning gentler.
     pub detail_words: Vec<String>,
     /// Threshold factor when a detail word is present, in [0, 1].
@@ -127,6 +140,8 @@ impl Default for PrunePolicy {
             guard: 0.2,
             skip: SkipMode::Cached,
             refresh: 5,
+            probe_steps: 4,
+            probe_stride: 4,
             detail_words: DEFAULT_DETAIL_WORDS.iter().map(|w| w.to_string()).collect(),
             detail_factor: 0.5,
             cfg_reference: 7.5,
@@ -162,6 +177,9 @@ impl PrunePolicy {
     pub fn validate(&self) -> Result<(), PipelineError> {
         if !(0.0..=1.0).contains(&self.threshold) {
             return Err(bad("prune_threshold", self.threshold, "a number in [0, 1]"));
+        }
+        if self.probe_stride < 2 {
+            return Err(bad("prune_probe_stride", self.probe_stride, "at least 2"));
         }
         if !(0.0..=0.5).contains(&self.guard) {
             return Err(bad(
@@ -220,6 +238,16 @@ impl PrunePolicy {
             self.detail_factor
         };
         self.threshold * detail * self.cfg_factor(cfg)
+    }
+
+    /// The in-step probe's stride for a run of `steps` steps (0: no probe; measure on
+    /// earlier steps instead).
+    pub fn probe_for(&self, steps: usize) -> usize {
+        if steps <= self.probe_steps {
+            self.probe_stride
+        } else {
+            0
+        }
     }
 
     /// Whether run step `k` (0-based within the run) measures entropies with every head.

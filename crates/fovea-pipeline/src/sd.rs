@@ -575,6 +575,7 @@ impl StableDiffusion {
                 .map(|_| {
                     let mut hp = HeadPruning::new(threshold, cross, p.prune.skip.gpu());
                     hp.guard = p.prune.guard;
+                    hp.probe_stride = p.prune.probe_for(total);
                     hp
                 })
                 .collect()
@@ -661,6 +662,7 @@ impl StableDiffusion {
             for t in &per_tile[1..] {
                 stats.entries.extend_from_slice(&t.entries);
                 stats.forwards += t.forwards;
+                stats.probe_flops += t.probe_flops;
             }
             Some(PruneReport {
                 threshold,

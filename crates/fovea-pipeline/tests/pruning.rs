@@ -22,12 +22,14 @@ fn params(prune: PrunePolicy) -> GenerateParams {
     }
 }
 
+/// Pruning measured on earlier steps (no in-step probe, whatever the step count).
 fn on(threshold: f32, skip: SkipMode, refresh: usize) -> PrunePolicy {
     PrunePolicy {
         enabled: true,
         threshold,
         skip,
         refresh,
+        probe_steps: 0,
         ..Default::default()
     }
 }
@@ -193,4 +195,54 @@ fn tiled_denoising_decides_per_tile() {
     })
     .unwrap_err();
     assert!(e.to_string().contains("`tile_size` = 18"), "{e}");
+}
+
+/// Turbo-style runs (<= probe_steps steps) decide from an in-step probe: every step
+/// prunes, threshold 0 still reproduces the unpruned image, and the probe's cost is
+/// reported (1/stride of the attention work per forward).
+#[test]
+fn short_runs_probe_in_step() {
+    let gpu = gpu();
+    let sd = load(&gpu, "tiny_pipeline", DType::F32);
+    let run = |p: &GenerateParams| pollster::block_on(sd.txt2img(p, None, &mut |_| true)).unwrap();
+    let probe = |threshold| PrunePolicy {
+        enabled: true,
+        threshold,
+        probe_steps: 4,
+        probe_stride: 4,
+        ..Default::default()
+    };
+    let p = GenerateParams {
+        steps: 2,
+        ..params(PrunePolicy::default())
+    };
+    let plain = run(&p);
+    let zero = run(&GenerateParams {
+        prune: probe(0.0),
+        ..p.clone()
+    });
+    assert_eq!(zero.rgba, plain.rgba);
+    let report = zero.prune.unwrap();
+    assert_eq!(
+        report.stats.entries.len(),
+        2 * report.stats.layers.len(),
+        "every step prunes"
+    );
+    assert!(
+        (report.stats.probe_share() - 0.25).abs() < 1e-9,
+        "{}",
+        report.stats.probe_share()
+    );
+    let all = run(&GenerateParams {
+        prune: probe(1.0),
+        ..p.clone()
+    })
+    .prune
+    .unwrap();
+    eprintln!(
+        "probe at threshold 1: skipped {:.3}, probe cost {:.3}",
+        all.stats.skipped_share(),
+        all.stats.probe_share()
+    );
+    assert!(all.stats.skipped_share() > 0.5);
 }

@@ -38,6 +38,8 @@ pub struct WebPrune {
     pub refresh: usize,
     pub cross_attention: bool,
     pub guard: f32,
+    pub probe_steps: usize,
+    pub probe_stride: usize,
     pub detail_words: Option<Vec<String>>,
 }
 
@@ -51,6 +53,8 @@ impl Default for WebPrune {
             refresh: p.refresh,
             cross_attention: p.cross_attention,
             guard: p.guard,
+            probe_steps: p.probe_steps,
+            probe_stride: p.probe_stride,
             detail_words: None,
         }
     }
@@ -73,6 +77,8 @@ impl WebParams {
             refresh: self.prune.refresh,
             cross_attention: self.prune.cross_attention,
             guard: self.prune.guard,
+            probe_steps: self.prune.probe_steps,
+            probe_stride: self.prune.probe_stride,
             ..Default::default()
         };
         if let Some(words) = &self.prune.detail_words {
@@ -138,6 +144,8 @@ pub struct WebPruneReport {
     pub skipped_share: f64,
     pub flops_total: f64,
     pub flops_skipped: f64,
+    /// The in-step probes' FLOPs (turbo runs).
+    pub probe_flops: f64,
     pub forwards: usize,
     pub layers: Vec<WebLayer>,
     /// `[step, layer, activeHeads, heads]` per applying forward of a layer (all tiles).
@@ -197,6 +205,7 @@ fn prune_report(r: &PruneReport) -> WebPruneReport {
         skipped_share: s.skipped_share(),
         flops_total,
         flops_skipped,
+        probe_flops: s.probe_flops,
         forwards: s.forwards,
         layers: s
             .layers
