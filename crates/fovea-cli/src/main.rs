@@ -57,21 +57,8 @@ struct GenerateArgs {
     /// What to avoid (used with --cfg above 1).
     #[arg(long, short = 'n', default_value = "")]
     negative_prompt: String,
-    /// Denoising steps.
-    #[arg(long, default_value_t = 20)]
-    steps: usize,
-    /// Classifier-free guidance scale (1 disables guidance).
-    #[arg(long, default_value_t = 7.5)]
-    cfg: f32,
-    /// Seed of the initial noise (fovea's own generator, the same on every platform).
-    #[arg(long, short = 's', default_value_t = 0)]
-    seed: u64,
-    /// Width in pixels (default: the model's native size).
-    #[arg(long, short = 'W')]
-    width: Option<usize>,
-    /// Height in pixels (default: the model's native size).
-    #[arg(long, short = 'H')]
-    height: Option<usize>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Sampler: euler, euler_a, ddim, dpmpp_2m, lcm (default: the folder's scheduler).
     #[arg(long)]
     scheduler: Option<String>,
@@ -130,21 +117,8 @@ struct EvalArgs {
     /// Output folder for report.json, report.md and pairs.png.
     #[arg(long, short = 'o', default_value = "prune-eval")]
     out: PathBuf,
-    /// Denoising steps.
-    #[arg(long, default_value_t = 20)]
-    steps: usize,
-    /// Classifier-free guidance scale.
-    #[arg(long, default_value_t = 7.5)]
-    cfg: f32,
-    /// Seed of every prompt's noise.
-    #[arg(long, short = 's', default_value_t = 0)]
-    seed: u64,
-    /// Width in pixels (default: the model's native size).
-    #[arg(long, short = 'W')]
-    width: Option<usize>,
-    /// Height in pixels (default: the model's native size).
-    #[arg(long, short = 'H')]
-    height: Option<usize>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Guidance scales of the CFG sweep (comma-separated; empty: none).
     #[arg(long, default_value = "1,3,5,7.5,10,12.5")]
     cfg_sweep: String,
@@ -200,11 +174,11 @@ fn prune_eval(args: EvalArgs) -> Result<(), String> {
     let sd = StableDiffusion::load(&gpu, &model, dtype).map_err(|e| e.to_string())?;
     let native = sd.native_size();
     let base = GenerateParams {
-        steps: args.steps,
-        cfg: args.cfg,
-        seed: args.seed,
-        width: args.width.unwrap_or(native),
-        height: args.height.unwrap_or(native),
+        steps: args.sampling.steps,
+        cfg: args.sampling.cfg,
+        seed: args.sampling.seed,
+        width: args.sampling.width.unwrap_or(native),
+        height: args.sampling.height.unwrap_or(native),
         prune,
         ..Default::default()
     };
@@ -220,6 +194,26 @@ fn prune_eval(args: EvalArgs) -> Result<(), String> {
             cfg_sweep,
         },
     )
+}
+
+/// Steps, guidance, seed and size, shared by `generate` and `prune-eval`.
+#[derive(clap::Args)]
+struct SamplingArgs {
+    /// Denoising steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Classifier-free guidance scale (1 or less disables guidance).
+    #[arg(long, default_value_t = 7.5)]
+    cfg: f32,
+    /// Seed of the noise (fovea's own generator, the same on every platform).
+    #[arg(long, short = 's', default_value_t = 0)]
+    seed: u64,
+    /// Width in pixels (default: the model's native size).
+    #[arg(long, short = 'W')]
+    width: Option<usize>,
+    /// Height in pixels (default: the model's native size).
+    #[arg(long, short = 'H')]
+    height: Option<usize>,
 }
 
 /// The pruning policy flags, shared by `generate` and `prune-eval`.
@@ -335,17 +329,20 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
     let own = |v: u32| ((v as usize / g) * g).max(g);
     let (width, height) = match &init {
         Some(img) => (
-            args.width.unwrap_or(own(img.width())),
-            args.height.unwrap_or(own(img.height())),
+            args.sampling.width.unwrap_or(own(img.width())),
+            args.sampling.height.unwrap_or(own(img.height())),
         ),
-        None => (args.width.unwrap_or(native), args.height.unwrap_or(native)),
+        None => (
+            args.sampling.width.unwrap_or(native),
+            args.sampling.height.unwrap_or(native),
+        ),
     };
     let mut params = GenerateParams {
         prompt: args.prompt,
         negative_prompt: args.negative_prompt,
-        steps: args.steps,
-        cfg: args.cfg,
-        seed: args.seed,
+        steps: args.sampling.steps,
+        cfg: args.sampling.cfg,
+        seed: args.sampling.seed,
         width,
         height,
         scheduler,
@@ -371,7 +368,7 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
         sized.into_raw()
     });
     for k in 0..args.batch_count {
-        params.seed = args.seed.wrapping_add(k as u64);
+        params.seed = args.sampling.seed.wrapping_add(k as u64);
         let out = if args.batch_count == 1 {
             args.out.clone()
         } else {

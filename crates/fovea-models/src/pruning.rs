@@ -184,16 +184,7 @@ impl HeadPruning {
                 .is_some_and(|s| s.info.batch == info.batch && s.info.n_q == info.n_q);
         if !applying {
             let (out, entropy) = run(b, Call::Full)?;
-            let state = LayerState {
-                info: LayerInfo { index, ..info },
-                entropy,
-                cache: (self.skipped == SkippedOutput::Keep).then(|| out.clone()),
-            };
-            if index < self.layers.len() {
-                self.layers[index] = state;
-            } else {
-                self.layers.push(state);
-            }
+            self.store(index, info, entropy, &out);
             return Ok(out);
         }
         let state = &self.layers[index];
@@ -218,6 +209,20 @@ impl HeadPruning {
             list,
         });
         Ok(out)
+    }
+
+    /// Keeps a layer's measured statistics (and its output, for the cached mode).
+    fn store(&mut self, index: usize, info: LayerInfo, entropy: Tensor, out: &Tensor) {
+        let state = LayerState {
+            info: LayerInfo { index, ..info },
+            entropy,
+            cache: (self.skipped == SkippedOutput::Keep).then(|| out.clone()),
+        };
+        if index < self.layers.len() {
+            self.layers[index] = state;
+        } else {
+            self.layers.push(state);
+        }
     }
 
     /// The in-step probe (for 1-4 step models, where no earlier step can measure):
@@ -263,16 +268,7 @@ impl HeadPruning {
                 entropy: &entropy,
             }),
         )?;
-        let state = LayerState {
-            info: LayerInfo { index, ..info },
-            entropy,
-            cache: (self.skipped == SkippedOutput::Keep).then(|| out.clone()),
-        };
-        if index < self.layers.len() {
-            self.layers[index] = state;
-        } else {
-            self.layers.push(state);
-        }
+        self.store(index, info, entropy, &out);
         self.records.push(Record {
             step: self.step,
             layer: index,
