@@ -147,11 +147,11 @@ fn run_ci() -> Result<(), String> {
     // The kernel tests again on wgpu's GL backend: no f16, no subgroups, other limits.
     // One test thread: wgpu's GL context lock gives up (panics) after waiting a second
     // for another thread, and llvmpipe GL kernels can hold it longer than that.
+    // `--workspace` keeps the feature set of the run above, so nothing is rebuilt.
     cargo(
         &[
             "test",
-            "-p",
-            "fovea-gpu",
+            "--workspace",
             "--test",
             "kernels",
             "--test",

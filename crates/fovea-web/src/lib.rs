@@ -1,4 +1,4 @@
-//! fovea in the browser. The wasm build exposes [`Engine`](bindings) to JavaScript
+//! fovea in the browser. The wasm build exposes an `Engine` class to JavaScript
 //! (wasm-bindgen): open the page's WebGPU adapter, load a diffusers folder from bytes the
 //! page fetched or the user picked, generate with every pipeline and pruning parameter
 //! with a per-step callback, cancel, and get RGBA plus statistics.
