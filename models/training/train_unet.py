@@ -267,7 +267,7 @@ def main():
             print(f"step {step} loss {acc / acc_n:.4f} | {rate:.1f} samples/s | "
                   f"{budget.elapsed() / 60:.1f} min", flush=True)
             t_last, s_last, acc, acc_n = now, samples, 0.0, 0
-        if budget.save_due():
+        if budget.save_due() and not budget.done():
             save()
     save(final=True)
     log.close(steps=step, samples=samples)

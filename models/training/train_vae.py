@@ -156,7 +156,7 @@ def main():
                   f"kl {row['kl']:.1f} | {rate:.1f} img/s", flush=True)
             t_last, s_last = now, samples
             acc = {k: 0.0 for k in acc} | {"n": 0}
-        if budget.save_due():
+        if budget.save_due() and not budget.done():
             save()
     save()
     log.close(steps=step, samples=samples)
