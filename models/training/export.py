@@ -132,6 +132,15 @@ def main():
                         json.dump(cfg, f, indent=2, sort_keys=True)
                         f.write("\n")
     mb = folder_mb(tmp)
+    # Where training stood, so `train_unet.py --init-from` can continue from the shipped
+    # folder on a machine that has no checkpoint.
+    with open(os.path.join(tmp, "training.json"), "w") as f:
+        json.dump({"weights": "raw" if a.raw else "ema", "unet_step": state["step"],
+                   "samples": state["samples"], "data": state["data"],
+                   "captions": state["captions"], "seed": state.get("seed", 0),
+                   "vae_step": (vae_state or {}).get("step"), "vae_psnr": (vae_state or {}).get("psnr"),
+                   "exported": datetime.date.today().isoformat()}, f, indent=1)
+        f.write("\n")
     with open(os.path.join(tmp, "README.md"), "w", encoding="utf-8") as f:
         f.write(model_card(state, vae_state or {}, mb, a.note))
     if os.path.exists(a.out):
@@ -155,6 +164,10 @@ def main():
     for p in prompts:
         print("  ", p)
     print(f"check: StableDiffusionPipeline.from_pretrained generated {out.shape} -> {path}")
+    if os.path.abspath(a.out) == os.path.abspath(DEFAULT_OUT):
+        # The parity fixture of fovea's test belongs to the shipped weights.
+        import parity
+        parity.main_with(a.out, parity.DEFAULT_OUT)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,28 @@ def sample_grid(vae, te_ema, unet_ema, tokenizer_dir, prompts, device, seed=1234
     return (np.clip(out.images, 0, 1) * 255).round().astype(np.uint8)
 
 
+def init_from_folder(folder, unet, te, ema_unet, ema_te, data, caps):
+    """Loads a shipped (fp16) pipeline folder's text encoder and UNet as both the raw and
+    the EMA weights, and its data position from training.json. Returns (step, samples)."""
+    from safetensors.torch import load_file
+    for module, ema, sub, name in ((unet, ema_unet, "unet", "diffusion_pytorch_model"),
+                                   (te, ema_te, "text_encoder", "model")):
+        sd = load_file(os.path.join(folder, sub, f"{name}.safetensors"))
+        missing, unexpected = module.load_state_dict({k: v.float() for k, v in sd.items()}, strict=False)
+        # transformers keeps position_ids as a buffer that older exports may not carry.
+        missing = [k for k in missing if not k.endswith("position_ids")]
+        if missing or unexpected:
+            raise SystemExit(f"{folder}/{sub}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        ema.shadow = {k: v.detach().float().clone() for k, v in module.state_dict().items()
+                      if v.dtype.is_floating_point}
+    with open(os.path.join(folder, "training.json")) as f:
+        record = json.load(f)
+    data.load_state(record["data"])
+    caps.load_state(record["captions"])
+    ema_unet.updates = ema_te.updates = record["unet_step"]
+    return record["unet_step"], record["samples"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=common.DEFAULT_DATA)
@@ -123,6 +145,9 @@ def main():
     ap.add_argument("--sample-minutes", type=float, default=30.0,
                     help="write the sample grid at a save when this long has passed since the last one "
                          "(and always at the end of a run); 0 never")
+    ap.add_argument("--init-from", default="",
+                    help="with no checkpoint in <work>: start from a shipped diffusers folder "
+                         "(e.g. ../fovea-tiny: its text encoder, UNet, autoencoder and training.json)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=20)
@@ -135,7 +160,9 @@ def main():
     vae_dir = os.path.join(work, "vae")
     os.makedirs(work, exist_ok=True)
     if not os.path.exists(os.path.join(vae_dir, "config.json")):
-        src = a.vae or os.path.join(a.work, "vae", "diffusers")
+        fresh = not os.path.exists(os.path.join(ckpt_dir, "state.json"))
+        src = a.vae or (os.path.join(a.init_from, "vae") if a.init_from and fresh
+                        else os.path.join(a.work, "vae", "diffusers"))
         shutil.copytree(src, vae_dir)
         print(f"froze autoencoder {src} -> {vae_dir}")
     from diffusers import AutoencoderKL
@@ -176,6 +203,11 @@ def main():
         if abs(state.get("scaling_factor", scale) - scale) > 1e-9:
             print("warning: the autoencoder's scaling factor changed since this checkpoint")
         print(f"resumed from {ckpt_dir} at step {step}")
+    elif a.init_from:
+        step, samples = init_from_folder(a.init_from, unet, te, ema_unet, ema_te, data, caps)
+        # Fresh AdamW moments: warm the LR up again from here.
+        warm_from = step
+        print(f"started from {a.init_from} at step {step}")
     del tensors
 
     with open(os.path.join(common.HERE, "heldout.json"), encoding="utf-8") as f:
