@@ -52,8 +52,12 @@ struct GenerateArgs {
     #[arg(long, short = 'm')]
     model: Option<PathBuf>,
     /// What to draw.
-    #[arg(long, short = 'p')]
-    prompt: String,
+    #[arg(long, short = 'p', required_unless_present = "from_file")]
+    prompt: Option<String>,
+    /// Draw every prompt in this text file (one per line; blank lines and lines starting
+    /// with # are skipped), loading the model once; the output for line N is <out>_N.png.
+    #[arg(long, conflicts_with = "prompt")]
+    from_file: Option<PathBuf>,
     /// What to avoid (used with --cfg above 1).
     #[arg(long, short = 'n', default_value = "")]
     negative_prompt: String,
@@ -290,6 +294,7 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
         return Err("`--batch-count` = 0 is invalid: at least 1".into());
     }
     let prune = prune_policy(&args)?;
+    let prompts = prompt_list(args.prompt.as_deref(), args.from_file.as_deref())?;
     let model = model_dir(args.model.as_ref())?;
     let gpu = pollster::block_on(Gpu::new(GpuOptions::default())).map_err(|e| e.to_string())?;
     let dtype = if gpu.capabilities().shader_f16 && !args.f32 {
@@ -338,7 +343,7 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
         ),
     };
     let mut params = GenerateParams {
-        prompt: args.prompt,
+        prompt: String::new(),
         negative_prompt: args.negative_prompt,
         steps: args.sampling.steps,
         cfg: args.sampling.cfg,
@@ -367,13 +372,27 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
         };
         sized.into_raw()
     });
-    for k in 0..args.batch_count {
+    let jobs = prompts
+        .iter()
+        .flat_map(|(line, prompt)| (0..args.batch_count).map(move |k| (*line, prompt.as_str(), k)));
+    for (line, prompt, k) in jobs {
+        params.prompt = prompt.to_string();
         params.seed = args.sampling.seed.wrapping_add(k as u64);
-        let out = if args.batch_count == 1 {
-            args.out.clone()
-        } else {
-            numbered(&args.out, k + 1)
+        let name = |path: &std::path::Path| {
+            let path = match line {
+                Some(n) => numbered(path, n),
+                None => path.to_path_buf(),
+            };
+            if args.batch_count == 1 {
+                path
+            } else {
+                numbered(&path, k + 1)
+            }
         };
+        let out = name(&args.out);
+        if line.is_some() {
+            eprintln!("{}", params.prompt);
+        }
         let bar = indicatif::ProgressBar::new(0);
         bar.set_style(
             indicatif::ProgressStyle::with_template(
@@ -434,17 +453,36 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
                 );
             }
             if let Some(map) = &args.prune_map {
-                let path = if args.batch_count == 1 {
-                    map.clone()
-                } else {
-                    numbered(map, k + 1)
-                };
+                let path = name(map);
                 prune_report::heat_map(r, &path)?;
                 eprintln!("  wrote {}", path.display());
             }
         }
     }
     Ok(())
+}
+
+/// The prompts to draw: `--prompt` alone (no line number), or each prompt line of
+/// `--from-file` with its 1-based line number.
+fn prompt_list(
+    prompt: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<Vec<(Option<usize>, String)>, String> {
+    let Some(file) = file else {
+        return Ok(vec![(None, prompt.unwrap_or_default().to_string())]);
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| format!("--from-file {}: {e}", file.display()))?;
+    let prompts: Vec<_> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .map(|(i, l)| (Some(i + 1), l.trim().to_string()))
+        .collect();
+    if prompts.is_empty() {
+        return Err(format!("--from-file {}: no prompts in it", file.display()));
+    }
+    Ok(prompts)
 }
 
 /// `out.png` -> `out_3.png`.

@@ -91,6 +91,44 @@ fn generate_writes_a_png_and_a_summary() {
 }
 
 #[test]
+fn generate_from_a_prompt_file_numbers_outputs_by_line() {
+    let dir = std::env::temp_dir().join(format!("fovea-cli-list-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list = dir.join("prompts.txt");
+    std::fs::write(&list, "# two prompts\na red apple\n\n一只小猫\n").unwrap();
+    let out = dir.join("img.png");
+    let (ok, text) = fovea(&[
+        "generate",
+        "--model",
+        &tiny_model(),
+        "--from-file",
+        list.to_str().unwrap(),
+        "--steps",
+        "2",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let a = image::open(dir.join("img_2.png")).unwrap().to_rgba8();
+    let b = image::open(dir.join("img_4.png")).unwrap().to_rgba8();
+    assert_ne!(a, b, "two prompts, one image");
+    assert!(!dir.join("img_1.png").exists() && !dir.join("img_3.png").exists());
+    // An empty list and a missing file are named.
+    std::fs::write(&list, "# nothing\n\n").unwrap();
+    let (ok, text) = fovea(&[
+        "generate",
+        "--model",
+        &tiny_model(),
+        "--from-file",
+        list.to_str().unwrap(),
+    ]);
+    assert!(!ok && text.contains("no prompts"), "{text}");
+    let (ok, text) = fovea(&["generate", "--from-file", "/nonexistent/list.txt"]);
+    assert!(!ok && text.contains("/nonexistent/list.txt"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn generate_refuses_bad_parameters_by_name() {
     for (args, needle) in [
         (vec!["--width", "18"], "`width` = 18"),
