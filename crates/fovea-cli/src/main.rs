@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use fovea_gpu::{DType, Gpu, GpuOptions};
 use fovea_pipeline::{GenerateParams, PrunePolicy, SchedulerKind, SkipMode, StableDiffusion};
 
+mod bench;
 mod eval;
 mod prune_report;
 
@@ -31,6 +32,9 @@ enum Command {
     /// Run a prompt suite with attention pruning off and on (same seeds) and write a
     /// JSON + markdown report with images.
     PruneEval(Box<EvalArgs>),
+    /// Time kernels and models (SD 1.5 / 2.1 UNets and the SD VAE with random weights,
+    /// the default model) on the preferred adapter; print a table and write JSON.
+    Bench(Box<BenchArgs>),
     /// List GPU adapters with backend, device type, features and key limits.
     Info {
         /// Also run every kernel on the preferred adapter against CPU references.
@@ -105,6 +109,89 @@ struct GenerateArgs {
     /// Output PNG.
     #[arg(long, short = 'o', default_value = "fovea.png")]
     out: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// UNets to time: sd15, sd21 (random weights, real shapes), default (models/fovea-tiny
+    /// with its text encoder and VAE); comma-separated, or "none".
+    #[arg(long, default_value = "default")]
+    unets: String,
+    /// Latent sides of the SD UNets (64 = 512 px images, 128 = 1024 px).
+    #[arg(long, default_value = "64")]
+    latents: String,
+    /// UNet batch sizes (2 = one step with classifier-free guidance).
+    #[arg(long, default_value = "1,2")]
+    batches: String,
+    /// Kernel micro-benchmarks: small (software adapters), full (real GPUs) or none.
+    #[arg(long, default_value = "small")]
+    kernels: String,
+    /// Time the SD VAE decoder (random weights) at these image sides, e.g. 512,1024.
+    #[arg(long, default_value = "")]
+    vae: String,
+    /// Also time UNet forwards that prune attention heads at this entropy threshold.
+    #[arg(long)]
+    prune: Option<f32>,
+    /// Timed runs per figure (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
+    /// Untimed runs first (pipeline compilation, caches).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// f32 weights and activations even when the adapter has shader-f16.
+    #[arg(long)]
+    f32: bool,
+    /// The default model's folder (default: models/fovea-tiny).
+    #[arg(long, short = 'm')]
+    model: Option<PathBuf>,
+    /// JSON output.
+    #[arg(long, short = 'o', default_value = "bench.json")]
+    out: PathBuf,
+}
+
+fn list<T: std::str::FromStr>(flag: &str, text: &str) -> Result<Vec<T>, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty() && *s != "none")
+        .map(|s| {
+            s.parse()
+                .map_err(|_| format!("`--{flag}`: `{s}` is not a valid value"))
+        })
+        .collect()
+}
+
+fn bench(args: BenchArgs) -> Result<(), String> {
+    let kernels = match args.kernels.as_str() {
+        "none" => None,
+        "small" | "full" => Some(args.kernels.clone()),
+        other => return Err(format!("`--kernels` = {other}: small, full or none")),
+    };
+    if let Some(t) = args.prune.filter(|t| !(0.0..=1.0).contains(t)) {
+        return Err(format!("`--prune` = {t}: a normalised entropy in [0, 1]"));
+    }
+    if args.repeats == 0 {
+        return Err("`--repeats` = 0: at least 1".into());
+    }
+    let opts = bench::BenchOptions {
+        unets: list("unets", &args.unets)?,
+        latents: list("latents", &args.latents)?,
+        batches: list("batches", &args.batches)?,
+        kernels,
+        vae_sides: list("vae", &args.vae)?,
+        prune: args.prune,
+        repeats: args.repeats,
+        warmup: args.warmup,
+        dtype: DType::F32,
+        model: args.model,
+        out: args.out,
+    };
+    let gpu = pollster::block_on(Gpu::new(GpuOptions::default())).map_err(|e| e.to_string())?;
+    let dtype = if gpu.capabilities().shader_f16 && !args.f32 {
+        DType::F16
+    } else {
+        DType::F32
+    };
+    bench::run(&gpu, &bench::BenchOptions { dtype, ..opts })
 }
 
 #[derive(clap::Args)]
@@ -576,6 +663,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::PruneEval(args) => match prune_eval(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench(args) => match bench(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e}");

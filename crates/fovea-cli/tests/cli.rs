@@ -129,6 +129,48 @@ fn generate_from_a_prompt_file_numbers_outputs_by_line() {
 }
 
 #[test]
+fn bench_times_kernels_and_writes_json() {
+    let out = std::env::temp_dir().join(format!("fovea-bench-{}.json", std::process::id()));
+    let (ok, text) = fovea(&[
+        "bench",
+        "--unets",
+        "none",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("GFLOP/s") && text.contains("matmul"),
+        "{text}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let kernels = report["kernels"].as_array().unwrap();
+    assert_eq!(kernels.len(), 5);
+    assert!(
+        kernels
+            .iter()
+            .all(|k| k["rate_wall"].as_f64().unwrap() > 0.0)
+    );
+    std::fs::remove_file(&out).ok();
+    for (args, needle) in [
+        (vec!["--unets", "sd3", "--kernels", "none"], "unknown `sd3`"),
+        (vec!["--kernels", "huge"], "`--kernels` = huge"),
+        (vec!["--prune", "1.5"], "`--prune` = 1.5"),
+        (vec!["--latents", "x"], "`--latents`: `x`"),
+    ] {
+        let mut all = vec!["bench", "-o", "/tmp/unused.json"];
+        all.extend(args);
+        let (ok, text) = fovea(&all);
+        assert!(!ok && text.contains(needle), "{all:?}:\n{text}");
+    }
+}
+
+#[test]
 fn generate_refuses_bad_parameters_by_name() {
     for (args, needle) in [
         (vec!["--width", "18"], "`width` = 18"),

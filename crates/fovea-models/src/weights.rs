@@ -179,6 +179,60 @@ impl Weights {
         Ok(Self::index(files))
     }
 
+    /// Random f16 weights with the given keys and shapes, for benchmarks of full-size
+    /// architectures without their checkpoints (`name` stands for the file in errors).
+    /// Matrices and kernels are uniform in ±1/sqrt(fan-in), so activations keep their
+    /// scale through the layers; 1-D `*.weight` (norm scales) are 1, biases 0. A
+    /// SplitMix64 stream seeded by `seed` fills them: statistical quality does not
+    /// matter here, speed and being the same everywhere do.
+    pub fn random(name: &str, shapes: &[(String, Vec<usize>)], seed: u64) -> Weights {
+        let mut state = seed;
+        let mut next = move || {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let total: usize = shapes
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum();
+        let mut bytes = Vec::with_capacity(total * 2);
+        let mut entries = HashMap::new();
+        for (key, shape) in shapes {
+            let n: usize = shape.iter().product();
+            let start = bytes.len();
+            let fan_in: usize = shape.iter().skip(1).product();
+            if shape.len() >= 2 {
+                let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+                for _ in 0..n {
+                    let u = (next() >> 40) as f32 / (1u64 << 24) as f32;
+                    let v = half::f16::from_f32((2.0 * u - 1.0) * bound);
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+            } else {
+                let v = half::f16::from_f32(if key.ends_with(".weight") { 1.0 } else { 0.0 });
+                for _ in 0..n {
+                    bytes.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+            entries.insert(
+                key.clone(),
+                Entry {
+                    dtype: Dtype::F16,
+                    shape: shape.clone(),
+                    range: start..bytes.len(),
+                },
+            );
+        }
+        Self::index(vec![WeightFile {
+            name: name.to_string(),
+            bytes: Bytes::Owned(bytes),
+            entries,
+        }])
+    }
+
     /// Opens the safetensors weights of a diffusers component folder. With a variant
     /// (e.g. `fp16`) the `*.fp16.safetensors` files are used; otherwise the files
     /// without a variant, falling back to the variant files when those are all there

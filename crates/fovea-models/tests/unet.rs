@@ -117,3 +117,56 @@ fn full_size_unet_matches_diffusers() {
         gpu.trim_pool();
     }
 }
+
+/// `Weights::random` (what `fovea bench` builds full-size UNets from) gives every tensor
+/// of the requested shapes, deterministically, and a UNet built from it runs to a finite
+/// output.
+#[test]
+fn random_weights_build_a_working_unet() {
+    use fovea_models::{UNetConfig, Weights};
+    let gpu = gpu();
+    let dir = fixtures().join("tiny_unet_sd1");
+    let real = Weights::open_dir(&dir, None).unwrap();
+    let shapes: Vec<(String, Vec<usize>)> = real
+        .keys()
+        .into_iter()
+        .map(|k| (k.to_string(), real.get(k).unwrap().shape.to_vec()))
+        .collect();
+    let a = Weights::random("random sd1", &shapes, 1);
+    let b = Weights::random("random sd1", &shapes, 1);
+    assert_eq!(a.len(), shapes.len());
+    let key = "conv_in.weight";
+    let va = a.get(key).unwrap().to_f32().unwrap();
+    assert_eq!(va, b.get(key).unwrap().to_f32().unwrap());
+    let bound = 1.0
+        / ((shapes.iter().find(|(k, _)| k == key).unwrap().1[1..])
+            .iter()
+            .product::<usize>() as f32)
+            .sqrt();
+    assert!(va.iter().all(|v| v.abs() <= bound * 1.001) && va.iter().any(|v| *v != 0.0));
+    let config: UNetConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let (cin, side, cross) = (
+        config.in_channels,
+        config.sample_size.unwrap_or(8),
+        config.cross_attention_dim,
+    );
+    let unet = UNet::from_weights(&gpu, config, &a, DType::F32).unwrap();
+    let sample = gpu
+        .upload_f32(
+            "s",
+            &[1, cin, side, side],
+            DType::F32,
+            &vec![0.5; cin * side * side],
+        )
+        .unwrap();
+    let t = gpu.upload_f32("t", &[1], DType::F32, &[10.0]).unwrap();
+    let ctx = gpu
+        .upload_f32("c", &[1, 77, cross], DType::F32, &vec![0.1; 77 * cross])
+        .unwrap();
+    let mut batch = gpu.batch();
+    let out = unet.forward(&mut batch, &sample, &t, &ctx).unwrap();
+    batch.submit().unwrap();
+    let v = pollster::block_on(gpu.read_f32(&out)).unwrap();
+    assert!(v.iter().all(|x| x.is_finite()) && v.iter().any(|x| *x != 0.0));
+}
