@@ -28,6 +28,19 @@ ROOT = os.path.normpath(os.path.join(common.HERE, "..", ".."))
 COLUMNS = 8
 
 
+def diffusers_images(a, prompts):
+    """Writes <work>/img_<n>.png as fovea --from-file would, with diffusers."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    pipe = StableDiffusionPipeline.from_pretrained(a.model, dtype=torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    for n, p in enumerate(prompts, start=1):
+        g = torch.Generator().manual_seed(a.seed)
+        img = pipe(p, num_inference_steps=a.steps or 20, guidance_scale=a.cfg or 7.5, generator=g,
+                   output_type="np").images[0]
+        common.write_png(os.path.join(a.work, f"img_{n}.png"), (img.clip(0, 1) * 255).round().astype(np.uint8))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fovea", default=os.path.join(ROOT, "target", "release", "fovea"))
@@ -41,6 +54,10 @@ def main():
     ap.add_argument("--out", default=os.path.join(common.RUNS, "contact_sheet"))
     ap.add_argument("--cache", default=judge.DEFAULT_CACHE, help="folder with sprites.npz (judge)")
     ap.add_argument("--extra", default="", help="more fovea flags, e.g. '--f32'")
+    ap.add_argument("--engine", choices=["fovea", "diffusers"], default="fovea",
+                    help="diffusers: StableDiffusionPipeline on CPU instead (a quick progress "
+                         "measure while training; it matches fovea given the same latents, "
+                         "see parity.py, but draws its noise with torch)")
     a = ap.parse_args()
 
     items = judge.heldout_items()[:a.count]
@@ -60,13 +77,18 @@ def main():
     if a.scheduler:
         cmd += ["--scheduler", a.scheduler]
     cmd += a.extra.split()
-    print(" ".join(cmd), flush=True)
     t0 = time.time()
-    log = subprocess.run(cmd, capture_output=True, text=True)
+    if a.engine == "diffusers":
+        cmd = ["diffusers", "--seed", str(a.seed), "--steps", str(a.steps or 20), "--cfg", str(a.cfg or 7.5)]
+        adapter = "adapter: diffusers StableDiffusionPipeline, CPU float32"
+        diffusers_images(a, [p for _, _, p in lines])
+    else:
+        print(" ".join(cmd), flush=True)
+        log = subprocess.run(cmd, capture_output=True, text=True)
+        if log.returncode != 0:
+            sys.exit(f"fovea failed:\n{log.stderr[-3000:]}")
+        adapter = next((l for l in log.stderr.splitlines() if l.startswith("adapter:")), "adapter: ?")
     wall = time.time() - t0
-    if log.returncode != 0:
-        sys.exit(f"fovea failed:\n{log.stderr[-3000:]}")
-    adapter = next((l for l in log.stderr.splitlines() if l.startswith("adapter:")), "adapter: ?")
     scored = os.path.join(a.work, "scored")
     os.makedirs(scored)
     tiles = []
@@ -91,9 +113,10 @@ def main():
         scores = json.load(f)
     s = scores["summary"]
     settings = " ".join(cmd[cmd.index("--seed"):]).replace(os.path.join(a.work, "img.png"), "DIR/img.png")
+    made = f"`fovea generate {settings}`" if a.engine == "fovea" else "diffusers (not fovea)"
     md = [f"# Contact sheet: {len(items)} held-out prompts x 2 languages\n",
           f"Made by `models/training/contact_sheet.py` on {time.strftime('%Y-%m-%d')}: "
-          f"`fovea generate {settings}` on {adapter[len('adapter: '):]}, "
+          f"{made} on {adapter[len('adapter: '):]}, "
           f"{wall:.0f} s for {len(lines)} images. Image: `contact_sheet.png` (rows of {COLUMNS} "
           "items; English prompt above, Chinese below).\n",
           "| measure | fovea-tiny | chance |", "| --- | --- | --- |",

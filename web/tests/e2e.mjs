@@ -15,6 +15,8 @@
 //    fetched again and the model still loads.
 // 5. Checks the page at a 360px-wide viewport does not scroll sideways, and that `/`
 //    loads fovea-tiny, or says it falls back to tiny-test when the server lacks it.
+//    With FOVEA_DEFAULT_RUN=1 it also generates with the default model at its native size
+//    and the page's default settings (minutes on SwiftShader; not part of CI).
 // 6. Launches Chromium without --enable-unsafe-webgpu and checks the no-WebGPU message.
 //
 // Screenshots and the browser console go to web/tests/out/. Environment: FOVEA_URL (a
@@ -423,6 +425,20 @@ async function main() {
       hasDefault ? chosen === "fovea-tiny" : chosen === "tiny-test" && /fovea-tiny is not on this server/.test(notes) && /random weights/.test(notes),
       `model ${chosen}${hasDefault ? "" : `; ${notes}`}`,
     );
+    if (hasDefault && process.env.FOVEA_DEFAULT_RUN) {
+      // Opt-in (minutes on SwiftShader): the default model at its native size with the
+      // page's own defaults, as a visitor's first click does.
+      await page3.fill("#prompt", "a large red apple in the center on a plain blue background");
+      const r = await generate(page3, "browser generate, default model, page defaults (SwiftShader)");
+      const spread = pixelSpread(r.rgba);
+      const native = await page3.evaluate(() => window.fovea.state.model.nativeSize);
+      check(
+        "the default model generates at its native size in the page",
+        r.width === native && r.height === native && spread.range > 16,
+        `${r.width}x${r.height}, ${r.summary.timings.steps} steps, ${(r.wallMs / 1000).toFixed(1)} s; ${JSON.stringify(spread)}`,
+      );
+      await page3.screenshot({ path: join(OUT, "default-model.png"), fullPage: true });
+    }
     await browser.close();
     browser = null;
 
