@@ -71,6 +71,14 @@ struct Timing {
     dispatches: u32,
     /// Peak GPU memory of tensors during a run (activations and outputs), MiB.
     peak_mib: f64,
+    /// GPU time of the attention kernels (profiled run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attention_ms: Option<f64>,
+    /// GPU time of the pruning decision: per-head entropy reduction, mask and
+    /// compaction (profiled run); the entropy sums inside the attention kernel are part
+    /// of `attention_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    decision_ms: Option<f64>,
     /// The kernels with the most GPU time in the profiled run: (label, ms, calls).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     top_kernels: Vec<(String, f64, usize)>,
@@ -170,6 +178,16 @@ where
         let ops = ops.unwrap_or_default();
         if !ops.is_empty() {
             t.gpu_ms = Some(ops.iter().map(|o| o.gpu_ns).sum::<f64>() / 1e6);
+            let sum = |ends: &[&str]| {
+                let ms: f64 = ops
+                    .iter()
+                    .filter(|o| ends.iter().any(|e| o.label.ends_with(e)))
+                    .map(|o| o.gpu_ns / 1e6)
+                    .sum();
+                (ms > 0.0).then_some(ms)
+            };
+            t.attention_ms = sum(&["/attention"]);
+            t.decision_ms = sum(&["/entropy_reduce", "/decide_heads", "/compact_heads"]);
             let mut by: BTreeMap<String, (f64, usize)> = BTreeMap::new();
             for op in ops {
                 let e = by.entry(op.label).or_default();
@@ -534,6 +552,13 @@ fn print_table(r: &Report) {
                     .as_ref()
                     .map_or("-".into(), |p| format!("{:.0}%", 100.0 * p.skipped_share)),
             );
+            if let (Some(d), Some(a)) = (m.timing.decision_ms, m.timing.attention_ms) {
+                println!(
+                    "{:>40} attention {a:.2} ms, pruning decision {d:.2} ms ({:.1}% of attention)",
+                    "",
+                    100.0 * d / a
+                );
+            }
         }
     }
 }
