@@ -60,6 +60,10 @@ def main():
                          "see parity.py, but draws its noise with torch)")
     a = ap.parse_args()
 
+    if a.engine == "diffusers" and (a.scheduler or a.extra):
+        sys.exit("--scheduler and --extra are fovea flags; --engine diffusers uses the folder's scheduler")
+    if "--width" in a.extra or "--height" in a.extra or "-W" in a.extra.split() or "-H" in a.extra.split():
+        sys.exit("the judge scores 128x128 images: leave the size to the model")
     items = judge.heldout_items()[:a.count]
     shutil.rmtree(a.work, ignore_errors=True)
     os.makedirs(a.work)

@@ -137,6 +137,7 @@ def main():
     with open(os.path.join(tmp, "training.json"), "w") as f:
         json.dump({"weights": "raw" if a.raw else "ema", "unet_step": state["step"],
                    "samples": state["samples"], "data": state["data"],
+                   "data_total": state.get("data_total"),
                    "captions": state["captions"], "seed": state.get("seed", 0),
                    "vae_step": (vae_state or {}).get("step"), "vae_psnr": (vae_state or {}).get("psnr"),
                    "exported": datetime.date.today().isoformat()}, f, indent=1)

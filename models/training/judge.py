@@ -11,14 +11,14 @@ position and the background type (the held-out prompts of heldout.json):
   are reported. Nothing is learned, so nothing can overfit; chance is 1/195 and 5/195.
 - **background type** (plain, sky, stripes, checkerboard, grid, busy): a small CNN
   trained here on the rendered scenes (`judge.py train-bg`; weights in
-  `judge/background.safetensors`, 50 kB). Chance is 1/6 on the held-out set, whose
+  `judge/background.safetensors`, 246 kB). Chance is 1/6 on the held-out set, whose
   types are balanced.
 
 The judge is checked on rendered images it did not train on and on the same images
 passed through the shipped autoencoder (the best a generated image can look), so its own
 error is known before it is used on generated images:
 
-    python judge.py train-bg                       # ~2 min CPU
+    python judge.py train-bg                       # 400 steps, ~2.5 min CPU
     python judge.py check --vae ../fovea-tiny/vae  # judge accuracy on real / VAE images
     python judge.py score --images DIR             # DIR/NNN.png for heldout item NNN
 """
@@ -26,6 +26,7 @@ error is known before it is used on generated images:
 import argparse
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -239,15 +240,15 @@ def read_png(path):
 
 
 def score_dir(a):
-    """Scores DIR/<k>.png (or any *_<k>.png) against heldout item k (English and Chinese
-    prompts are scored as separate images when both are present: <k>_en.png, <k>_zh.png)."""
+    """Scores DIR/<k>.png, <k>_en.png and <k>_zh.png against held-out item k; other files
+    are skipped."""
     items = heldout_items()
     images, its, names = [], [], []
     for name in sorted(os.listdir(a.images)):
-        stem, ext = os.path.splitext(name)
-        if ext.lower() != ".png":
+        m = re.fullmatch(r"(\d+)(?:_(en|zh))?\.png", name)
+        if not m:
             continue
-        k = int(stem.split("_")[0])
+        k = int(m.group(1))
         images.append(read_png(os.path.join(a.images, name)))
         its.append(items[k])
         names.append(name)
@@ -278,7 +279,7 @@ def main():
     ap.add_argument("--images", default="", help="folder of generated images (score)")
     ap.add_argument("--out", default="")
     ap.add_argument("--count", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)

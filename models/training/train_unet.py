@@ -113,8 +113,15 @@ def init_from_folder(folder, unet, te, ema_unet, ema_te, data, caps):
             raise SystemExit(f"{folder}/{sub}: missing {missing[:3]}, unexpected {unexpected[:3]}")
         ema.shadow = {k: v.detach().float().clone() for k, v in module.state_dict().items()
                       if v.dtype.is_floating_point}
-    with open(os.path.join(folder, "training.json")) as f:
+    path = os.path.join(folder, "training.json")
+    if not os.path.exists(path):
+        raise SystemExit(f"{path} is missing: --init-from needs a folder written by export.py")
+    with open(path) as f:
         record = json.load(f)
+    if record.get("data_total") not in (None, data.total) or record.get("seed", data.seed) != data.seed:
+        print(f"warning: {folder} was trained on {record.get('data_total')} images (seed "
+              f"{record.get('seed')}), these are {data.total} (seed {data.seed}): the data order "
+              "position does not carry over")
     data.load_state(record["data"])
     caps.load_state(record["captions"])
     ema_unet.updates = ema_te.updates = record["unet_step"]
@@ -239,6 +246,7 @@ def main():
         t.update(common.rng_tensors(gen))
         common.save_checkpoint(ckpt_dir, t, {
             "step": step, "samples": samples, "data": data.state(), "captions": caps.state(),
+            "data_total": data.total,
             "ema_updates": ema_unet.updates, "has_optimizer": not a.no_optimizer_in_ckpt,
             "param_groups": groups, "warm_from": warm_from, "scaling_factor": scale,
             "tokenizer": os.path.abspath(a.tokenizer), "seed": a.seed})

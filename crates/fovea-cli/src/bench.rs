@@ -44,8 +44,12 @@ pub struct BenchOptions {
     pub kernels: Option<String>,
     /// SD VAE decode at these image sides (random weights).
     pub vae_sides: Vec<usize>,
-    /// Also time pruned UNet forwards at this threshold.
+    /// Also time pruned UNet forwards at this threshold...
     pub prune: Option<f32>,
+    /// ...or at the threshold that prunes this share of the heads measured on the first
+    /// forward (random weights give near-uniform attention, which no fixed threshold
+    /// below 1 prunes; this sets the skipped share to study speed).
+    pub prune_share: Option<f32>,
     /// Timed runs per figure.
     pub repeats: usize,
     /// Untimed runs first.
@@ -69,14 +73,18 @@ struct Timing {
     gpu_ms: Option<f64>,
     /// Dispatches per run.
     dispatches: u32,
-    /// Peak GPU memory of tensors during a run (activations and outputs), MiB.
+    /// Peak GPU memory of tensors during the timed runs above what was live before
+    /// them (weights, inputs): activations and outputs, MiB.
     peak_mib: f64,
     /// GPU time of the attention kernels (profiled run).
     #[serde(skip_serializing_if = "Option::is_none")]
     attention_ms: Option<f64>,
-    /// GPU time of the pruning decision: per-head entropy reduction, mask and
-    /// compaction (profiled run); the entropy sums inside the attention kernel are part
-    /// of `attention_ms`.
+    /// GPU time of the per-head entropy reduction after each attention (runs whether or
+    /// not pruning is on; the entropy sums inside the attention kernel are part of
+    /// `attention_ms`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entropy_ms: Option<f64>,
+    /// GPU time of the pruning decision: head mask and compaction (profiled run).
     #[serde(skip_serializing_if = "Option::is_none")]
     decision_ms: Option<f64>,
     /// The kernels with the most GPU time in the profiled run: (label, ms, calls).
@@ -113,6 +121,9 @@ struct ModelRow {
 #[derive(Serialize)]
 struct PrunedRow {
     threshold: f32,
+    /// The requested share when the threshold was derived from one (`--prune-share`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target_share: Option<f32>,
     /// Share of attention FLOPs skipped by the timed pruned forward.
     skipped_share: f64,
 }
@@ -158,6 +169,7 @@ where
         run(false)?;
     }
     gpu.reset_peak();
+    let base = gpu.pool_stats().in_use;
     let mut runs = Vec::with_capacity(o.repeats);
     let mut dispatches = 0;
     for _ in 0..o.repeats.max(1) {
@@ -165,7 +177,7 @@ where
         runs.push(ms);
         dispatches = n;
     }
-    let peak_mib = gpu.pool_stats().peak_in_use as f64 / (1u64 << 20) as f64;
+    let peak_mib = gpu.pool_stats().peak_in_use.saturating_sub(base) as f64 / (1u64 << 20) as f64;
     let mut t = Timing {
         wall_ms: median(&runs),
         runs_ms: runs,
@@ -187,7 +199,8 @@ where
                 (ms > 0.0).then_some(ms)
             };
             t.attention_ms = sum(&["/attention"]);
-            t.decision_ms = sum(&["/entropy_reduce", "/decide_heads", "/compact_heads"]);
+            t.entropy_ms = sum(&["/entropy_reduce"]);
+            t.decision_ms = sum(&["/decide_heads", "/compact_heads"]);
             let mut by: BTreeMap<String, (f64, usize)> = BTreeMap::new();
             for op in ops {
                 let e = by.entry(op.label).or_default();
@@ -213,7 +226,7 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// A tensor of uniform values in [-1, 1) (a fixed pattern: timing does not care).
+/// A tensor of values in [-1, 1] (a fixed pattern: timing does not care).
 fn filled(gpu: &Gpu, label: &str, shape: &[usize], dtype: DType) -> Result<Tensor, String> {
     let n: usize = shape.iter().product();
     let data: Vec<f32> = (0..n)
@@ -296,7 +309,8 @@ fn kernels(gpu: &Gpu, o: &BenchOptions, full: bool) -> Result<Vec<KernelRow>, St
         "GFLOP/s",
         t,
     );
-    // Group norm + SiLU (memory bound: read once for statistics, once to normalise, write).
+    // Group norm + SiLU, memory bound; counted at its minimum traffic (read once, write
+    // once: the kernel reads more, so this is the effective rate).
     let t = time(gpu, o, |b| {
         b.group_norm(&x, 32.min(c), None, 1e-5, true)
             .map(drop)
@@ -305,7 +319,7 @@ fn kernels(gpu: &Gpu, o: &BenchOptions, full: bool) -> Result<Vec<KernelRow>, St
     push(
         "group_norm+silu",
         format!("{bn}x{c}x{hw}x{hw}"),
-        3.0 * bytes * x.len() as f64,
+        2.0 * bytes * x.len() as f64,
         "GB/s",
         t,
     );
@@ -362,22 +376,34 @@ fn unet_rows(
                 pruned: None,
                 timing: t,
             });
-            if let Some(threshold) = o.prune {
+            if o.prune.is_some() || o.prune_share.is_some() {
                 // One measuring forward, then timed forwards that apply its decisions.
-                let mut p = HeadPruning::new(threshold, threshold, SkippedOutput::Keep);
+                let mut p = HeadPruning::new(0.0, 0.0, SkippedOutput::Keep);
                 let mut b = gpu.batch();
                 unet.forward_pruned(&mut b, &sample, &ts, &ctx, &mut p)
                     .map_err(gerr)?;
                 b.submit().map_err(gerr)?;
+                let threshold = match (o.prune, o.prune_share) {
+                    (Some(t), _) => t,
+                    (None, Some(share)) => {
+                        let ent = pollster::block_on(p.read_entropies(gpu)).map_err(gerr)?;
+                        share_threshold(&ent, share)
+                    }
+                    (None, None) => unreachable!("checked above"),
+                };
+                p.self_threshold = threshold;
+                p.cross_threshold = threshold;
                 p.apply = true;
                 let t = time(gpu, o, |b| {
                     unet.forward_pruned(b, &sample, &ts, &ctx, &mut p)
                         .map(drop)
                         .map_err(gerr)
                 })?;
-                let stats = pollster::block_on(p.read_stats(gpu)).map_err(gerr)?;
+                let mut stats = pollster::block_on(p.read_stats(gpu)).map_err(gerr)?;
+                // The measuring forward above is set-up, not part of the timed work.
+                stats.forwards = stats.forwards.saturating_sub(1);
                 eprintln!(
-                    "  {name} unet {side}x{side} batch {batch} pruned at {threshold}: {:.1} ms, {:.1}% of attention skipped",
+                    "  {name} unet {side}x{side} batch {batch} pruned at {threshold:.4}: {:.1} ms, {:.1}% of attention skipped",
                     t.wall_ms,
                     100.0 * stats.skipped_share()
                 );
@@ -388,6 +414,7 @@ fn unet_rows(
                     batch,
                     pruned: Some(PrunedRow {
                         threshold,
+                        target_share: o.prune_share,
                         skipped_share: stats.skipped_share(),
                     }),
                     timing: t,
@@ -396,6 +423,29 @@ fn unet_rows(
         }
     }
     Ok(())
+}
+
+/// The threshold under which `share` of the measured heads' mean entropies fall (the
+/// entropies are (2, B, H) per layer: means first).
+fn share_threshold(entropies: &[Vec<f32>], share: f32) -> f32 {
+    let mut means: Vec<f32> = entropies
+        .iter()
+        .flat_map(|e| e[..e.len() / 2].iter().copied())
+        .filter(|v| v.is_finite())
+        .collect();
+    if means.is_empty() {
+        return 0.0;
+    }
+    means.sort_by(f32::total_cmp);
+    let k = ((share * means.len() as f32).round() as usize).min(means.len());
+    if k == 0 {
+        0.0
+    } else if k == means.len() {
+        1.0 + f32::EPSILON
+    } else {
+        // Between the k-th and (k+1)-th smallest: exactly k heads fall below it.
+        0.5 * (means[k - 1] + means[k])
+    }
 }
 
 fn vae_row(
@@ -446,8 +496,13 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<(), String> {
         kernels: Vec::new(),
         models: Vec::new(),
     };
+    let save = |r: &Report| -> Result<(), String> {
+        let json = serde_json::to_string_pretty(r).map_err(gerr)?;
+        std::fs::write(&o.out, json + "\n").map_err(|e| format!("{}: {e}", o.out.display()))
+    };
     if let Some(size) = &o.kernels {
         report.kernels = kernels(gpu, o, size == "full")?;
+        save(&report)?;
     }
     for name in &o.unets {
         match name.as_str() {
@@ -494,6 +549,7 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<(), String> {
             }
             other => return Err(format!("--unets: unknown `{other}` (sd15, sd21, default)")),
         }
+        save(&report)?;
         gpu.trim_pool();
     }
     if !o.vae_sides.is_empty() {
@@ -504,11 +560,11 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<(), String> {
         drop(weights);
         for &side in &o.vae_sides {
             report.models.push(vae_row(gpu, o, "sd", &vae, side / 8)?);
+            save(&report)?;
         }
     }
     print_table(&report);
-    let json = serde_json::to_string_pretty(&report).map_err(gerr)?;
-    std::fs::write(&o.out, json + "\n").map_err(|e| format!("{}: {e}", o.out.display()))?;
+    save(&report)?;
     eprintln!("wrote {}", o.out.display());
     Ok(())
 }
@@ -552,13 +608,44 @@ fn print_table(r: &Report) {
                     .as_ref()
                     .map_or("-".into(), |p| format!("{:.0}%", 100.0 * p.skipped_share)),
             );
-            if let (Some(d), Some(a)) = (m.timing.decision_ms, m.timing.attention_ms) {
+            if let (Some(d), Some(a), true) = (
+                m.timing.decision_ms,
+                m.timing.attention_ms,
+                m.pruned.is_some(),
+            ) {
                 println!(
-                    "{:>40} attention {a:.2} ms, pruning decision {d:.2} ms ({:.1}% of attention)",
+                    "{:>40} attention {a:.2} ms (+ entropy reduction {:.2} ms), pruning decision {d:.2} ms ({:.1}% of attention)",
                     "",
+                    m.timing.entropy_ms.unwrap_or(0.0),
                     100.0 * d / a
                 );
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::share_threshold;
+
+    #[test]
+    fn share_threshold_prunes_that_share_of_the_measured_heads() {
+        // Two layers of (2, B=1, H=4): means first, then spreads (ignored).
+        let layers = vec![
+            vec![0.9, 0.1, 0.5, 0.7, 9.0, 9.0, 9.0, 9.0],
+            vec![0.3, 0.8, f32::NAN, 0.2, 0.0, 0.0, 0.0, 0.0],
+        ];
+        let below = |t: f32| {
+            layers
+                .iter()
+                .flat_map(|l| l[..4].iter())
+                .filter(|v| **v < t)
+                .count()
+        };
+        // 7 finite means: 0.1 0.2 0.3 0.5 0.7 0.8 0.9.
+        assert_eq!(below(share_threshold(&layers, 0.0)), 0);
+        assert_eq!(below(share_threshold(&layers, 3.0 / 7.0)), 3);
+        assert_eq!(below(share_threshold(&layers, 0.5)), 4);
+        assert_eq!(below(share_threshold(&layers, 1.0)), 7);
     }
 }

@@ -59,7 +59,8 @@ struct GenerateArgs {
     #[arg(long, short = 'p', required_unless_present = "from_file")]
     prompt: Option<String>,
     /// Draw every prompt in this text file (one per line; blank lines and lines starting
-    /// with # are skipped), loading the model once; the output for line N is <out>_N.png.
+    /// with # are skipped), loading the model once; the output for line N is <out>_N.png
+    /// (<out>_N_K.png with --batch-count).
     #[arg(long, conflicts_with = "prompt")]
     from_file: Option<PathBuf>,
     /// What to avoid (used with --cfg above 1).
@@ -130,8 +131,13 @@ struct BenchArgs {
     #[arg(long, default_value = "")]
     vae: String,
     /// Also time UNet forwards that prune attention heads at this entropy threshold.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "prune_share")]
     prune: Option<f32>,
+    /// Also time pruned UNet forwards, with the threshold set to prune this share of the
+    /// heads measured on a first forward (random weights attend almost uniformly, so no
+    /// fixed threshold prunes them: this sets the skipped share to study speed).
+    #[arg(long)]
+    prune_share: Option<f32>,
     /// Timed runs per figure (the median is reported).
     #[arg(long, default_value_t = 5)]
     repeats: usize,
@@ -169,16 +175,42 @@ fn bench(args: BenchArgs) -> Result<(), String> {
     if let Some(t) = args.prune.filter(|t| !(0.0..=1.0).contains(t)) {
         return Err(format!("`--prune` = {t}: a normalised entropy in [0, 1]"));
     }
+    if let Some(t) = args.prune_share.filter(|t| !(0.0..=1.0).contains(t)) {
+        return Err(format!("`--prune-share` = {t}: a share in [0, 1]"));
+    }
+    let unets: Vec<String> = list("unets", &args.unets)?;
+    if let Some(u) = unets
+        .iter()
+        .find(|u| !["sd15", "sd21", "default"].contains(&u.as_str()))
+    {
+        return Err(format!("`--unets`: unknown `{u}` (sd15, sd21, default)"));
+    }
+    let latents: Vec<usize> = list("latents", &args.latents)?;
+    if let Some(l) = latents.iter().find(|&&l| l == 0 || l % 8 != 0) {
+        return Err(format!("`--latents`: {l} is not a positive multiple of 8"));
+    }
+    let batches: Vec<usize> = list("batches", &args.batches)?;
+    if batches.contains(&0) || (batches.is_empty() && !unets.is_empty()) {
+        return Err("`--batches`: batch sizes of at least 1".into());
+    }
+    let vae_sides: Vec<usize> = list("vae", &args.vae)?;
+    if let Some(v) = vae_sides.iter().find(|&&v| v < 64 || v % 64 != 0) {
+        return Err(format!("`--vae`: {v} px is not a positive multiple of 64"));
+    }
+    if unets.iter().any(|u| u == "default") {
+        model_dir(args.model.as_ref())?;
+    }
     if args.repeats == 0 {
         return Err("`--repeats` = 0: at least 1".into());
     }
     let opts = bench::BenchOptions {
-        unets: list("unets", &args.unets)?,
-        latents: list("latents", &args.latents)?,
-        batches: list("batches", &args.batches)?,
+        unets,
+        latents,
+        batches,
         kernels,
-        vae_sides: list("vae", &args.vae)?,
+        vae_sides,
         prune: args.prune,
+        prune_share: args.prune_share,
         repeats: args.repeats,
         warmup: args.warmup,
         dtype: DType::F32,
@@ -462,7 +494,7 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
     let jobs = prompts
         .iter()
         .flat_map(|(line, prompt)| (0..args.batch_count).map(move |k| (*line, prompt.as_str(), k)));
-    for (line, prompt, k) in jobs {
+    for (job, (line, prompt, k)) in jobs.enumerate() {
         params.prompt = prompt.to_string();
         params.seed = args.sampling.seed.wrapping_add(k as u64);
         let name = |path: &std::path::Path| {
@@ -521,7 +553,7 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
             image.width,
             image.height,
             params.seed,
-            if k == 0 { load_ms } else { 0.0 },
+            if job == 0 { load_ms } else { 0.0 },
             t.text_ms,
             t.denoise_ms,
             t.steps,

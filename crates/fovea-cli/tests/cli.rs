@@ -162,6 +162,10 @@ fn bench_times_kernels_and_writes_json() {
         (vec!["--kernels", "huge"], "`--kernels` = huge"),
         (vec!["--prune", "1.5"], "`--prune` = 1.5"),
         (vec!["--latents", "x"], "`--latents`: `x`"),
+        (vec!["--latents", "12"], "`--latents`: 12"),
+        (vec!["--batches", "0"], "`--batches`"),
+        (vec!["--vae", "100"], "`--vae`: 100 px"),
+        (vec!["--prune-share", "2"], "`--prune-share` = 2"),
     ] {
         let mut all = vec!["bench", "-o", "/tmp/unused.json"];
         all.extend(args);

@@ -181,8 +181,9 @@ impl Weights {
 
     /// Random f16 weights with the given keys and shapes, for benchmarks of full-size
     /// architectures without their checkpoints (`name` stands for the file in errors).
-    /// Matrices and kernels are uniform in ±1/sqrt(fan-in), so activations keep their
-    /// scale through the layers; 1-D `*.weight` (norm scales) are 1, biases 0. A
+    /// Matrices and kernels are uniform in ±sqrt(3/fan-in) (variance 1/fan-in, so a
+    /// layer keeps the scale of unit inputs); 1-D `*.weight` (norm scales) are 1,
+    /// biases 0. A
     /// SplitMix64 stream seeded by `seed` fills them: statistical quality does not
     /// matter here, speed and being the same everywhere do.
     pub fn random(name: &str, shapes: &[(String, Vec<usize>)], seed: u64) -> Weights {
@@ -205,7 +206,7 @@ impl Weights {
             let start = bytes.len();
             let fan_in: usize = shape.iter().skip(1).product();
             if shape.len() >= 2 {
-                let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+                let bound = (3.0 / fan_in.max(1) as f32).sqrt();
                 for _ in 0..n {
                     let u = (next() >> 40) as f32 / (1u64 << 24) as f32;
                     let v = half::f16::from_f32((2.0 * u - 1.0) * bound);

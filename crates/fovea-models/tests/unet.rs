@@ -138,11 +138,10 @@ fn random_weights_build_a_working_unet() {
     let key = "conv_in.weight";
     let va = a.get(key).unwrap().to_f32().unwrap();
     assert_eq!(va, b.get(key).unwrap().to_f32().unwrap());
-    let bound = 1.0
-        / ((shapes.iter().find(|(k, _)| k == key).unwrap().1[1..])
-            .iter()
-            .product::<usize>() as f32)
-            .sqrt();
+    let fan_in: usize = shapes.iter().find(|(k, _)| k == key).unwrap().1[1..]
+        .iter()
+        .product();
+    let bound = (3.0 / fan_in as f32).sqrt();
     assert!(va.iter().all(|v| v.abs() <= bound * 1.001) && va.iter().any(|v| *v != 0.0));
     let config: UNetConfig =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
