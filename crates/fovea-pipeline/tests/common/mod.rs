@@ -47,4 +47,5 @@ pub fn level_diff(rgba: &[u8], want_hwc: &[f32]) -> (i32, f64) {
     (max, sum as f64 / (n * 3) as f64)
 }
 
+#[allow(unused_imports)] // not every test file compares with PSNR
 pub use fovea_pipeline::metrics::psnr;
