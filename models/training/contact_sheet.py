@@ -121,7 +121,7 @@ def main():
     md = [f"# Contact sheet: {len(items)} held-out prompts x 2 languages\n",
           f"Made by `models/training/contact_sheet.py` on {time.strftime('%Y-%m-%d')}: "
           f"{made} on {adapter[len('adapter: '):]}, "
-          f"{wall:.0f} s for {len(lines)} images. Image: `contact_sheet.png` (rows of {COLUMNS} "
+          f"{wall:.0f} s for {len(lines)} images. Image: `{os.path.basename(a.out)}.png` (rows of {COLUMNS} "
           "items; English prompt above, Chinese below).\n",
           "| measure | fovea-tiny | chance |", "| --- | --- | --- |",
           f"| object top-1 (judge) | {s['object_top1']:.1%} | {s['chance']['object_top1']:.1%} |",
