@@ -213,10 +213,10 @@ async function fillSettings(page, { prune }) {
 }
 
 /** Generates with the form as it is; returns the page's result and the wall time. */
-async function generate(page, label) {
+async function generate(page, label, timeoutMs = 600_000) {
   const t0 = performance.now();
   await page.click("#generate");
-  const [stateNow, text] = await waitForState(page, ["done", "error"], 600_000);
+  const [stateNow, text] = await waitForState(page, ["done", "error"], timeoutMs);
   const wallMs = performance.now() - t0;
   if (stateNow !== "done") throw new Error(`${label}: the page reports an error: ${text}`);
   const result = await page.evaluate(() => {
@@ -429,7 +429,7 @@ async function main() {
       // Opt-in (minutes on SwiftShader): the default model at its native size with the
       // page's own defaults, as a visitor's first click does.
       await page3.fill("#prompt", "a large red apple in the center on a plain blue background");
-      const r = await generate(page3, "browser generate, default model, page defaults (SwiftShader)");
+      const r = await generate(page3, "browser generate, default model, page defaults (SwiftShader)", 3_600_000);
       const spread = pixelSpread(r.rgba);
       const native = await page3.evaluate(() => window.fovea.state.model.nativeSize);
       check(
