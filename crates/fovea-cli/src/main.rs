@@ -59,8 +59,8 @@ struct GenerateArgs {
     #[arg(long, short = 'p', required_unless_present = "from_file")]
     prompt: Option<String>,
     /// Draw every prompt in this text file (one per line; blank lines and lines starting
-    /// with # are skipped), loading the model once; the output for line N is <out>_N.png
-    /// (<out>_N_K.png with --batch-count).
+    /// with # are skipped), loading the model once; the output for line N is `OUT_N.png`
+    /// (`OUT_N_K.png` with `--batch-count`).
     #[arg(long, conflicts_with = "prompt")]
     from_file: Option<PathBuf>,
     /// What to avoid (used with --cfg above 1).
