@@ -637,6 +637,7 @@ fn print_adapters() -> usize {
             "  backend {:?}, type {:?}, driver {} {}",
             info.backend, info.device_type, info.driver, info.driver_info
         );
+        println!("  fovea: {}", a.describe());
         let c = &a.capabilities;
         println!(
             "  features: shader-f16 {}, subgroups {}, timestamps {} (inside passes {}), cooperative matrix {}",

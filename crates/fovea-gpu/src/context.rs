@@ -57,6 +57,144 @@ impl Capabilities {
     }
 }
 
+/// What kind of processor runs the kernels, decided once at device creation; it picks
+/// the kernel variant family ([`KernelPlan`]). Ops never test the adapter themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AdapterClass {
+    /// A CPU implementation of the API (lavapipe/llvmpipe, SwiftShader, WARP): an
+    /// invocation is a SIMD lane and a workgroup runs on one thread, so barriers and
+    /// workgroup memory are expensive and uniform loads are cheap.
+    Software,
+    /// A GPU without the cooperative-matrix extension.
+    Gpu,
+    /// A GPU with wgpu's experimental cooperative-matrix extension (no kernels use it
+    /// yet; they run the [`AdapterClass::Gpu`] variants).
+    GpuCoopMatrix,
+}
+
+/// Environment variable that forces an adapter class: `software` or `gpu`.
+pub const ADAPTER_CLASS_ENV: &str = "FOVEA_ADAPTER_CLASS";
+
+impl AdapterClass {
+    /// Classifies an adapter from what wgpu reports: a CPU device type or a known
+    /// software rasteriser's name is [`Software`](AdapterClass::Software) (llvmpipe also
+    /// reports itself as a CPU; names cover drivers that report `Other`).
+    pub fn detect(info: &wgpu::AdapterInfo, caps: Capabilities) -> AdapterClass {
+        let name = info.name.to_ascii_lowercase();
+        let driver = info.driver.to_ascii_lowercase();
+        let software_name = [
+            "llvmpipe",
+            "lavapipe",
+            "softpipe",
+            "swiftshader",
+            "microsoft basic render driver",
+            "warp",
+        ]
+        .iter()
+        .any(|s| name.contains(s) || driver.contains(s));
+        if info.device_type == wgpu::DeviceType::Cpu || software_name {
+            AdapterClass::Software
+        } else if caps.cooperative_matrix {
+            AdapterClass::GpuCoopMatrix
+        } else {
+            AdapterClass::Gpu
+        }
+    }
+
+    /// Parses a forced class (`software`, `gpu`), as [`ADAPTER_CLASS_ENV`] takes it.
+    pub fn parse(value: &str) -> Option<AdapterClass> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "software" | "cpu" => Some(AdapterClass::Software),
+            "gpu" => Some(AdapterClass::Gpu),
+            _ => None,
+        }
+    }
+
+    /// The class forced by [`ADAPTER_CLASS_ENV`], if set to a valid value (an invalid
+    /// value is logged and ignored).
+    pub fn from_env() -> Option<AdapterClass> {
+        let value = std::env::var(ADAPTER_CLASS_ENV).ok()?;
+        let class = AdapterClass::parse(&value);
+        if class.is_none() {
+            log::warn!("{ADAPTER_CLASS_ENV}={value:?} is not `software` or `gpu`; ignored");
+        }
+        class
+    }
+
+    /// Short lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AdapterClass::Software => "software",
+            AdapterClass::Gpu => "gpu",
+            AdapterClass::GpuCoopMatrix => "gpu-coop-matrix",
+        }
+    }
+}
+
+/// Which matmul kernel family a device runs (every one has the same interface).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulKernel {
+    /// `matmul.wgsl`: 64x64 tiles staged in workgroup memory (GPU class).
+    Tiled,
+}
+
+impl MatmulKernel {
+    /// Short name, as `fovea info` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulKernel::Tiled => "tiled",
+        }
+    }
+}
+
+/// The kernel variants chosen for a device, from its class and features, once at
+/// device creation; ops read it to build their pipeline keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelPlan {
+    /// The class the plan was made for.
+    pub class: AdapterClass,
+    /// Matmul and linear.
+    pub matmul: MatmulKernel,
+    /// 2D convolution.
+    pub conv2d: MatmulKernel,
+}
+
+impl KernelPlan {
+    /// The plan for `class` on a device with `caps` whose adapter reports `info`
+    /// (subgroup sizes).
+    pub fn new(class: AdapterClass, _caps: Capabilities, _info: &wgpu::AdapterInfo) -> KernelPlan {
+        // Every class runs the same kernels until class-specific variants land.
+        KernelPlan {
+            class,
+            matmul: MatmulKernel::Tiled,
+            conv2d: MatmulKernel::Tiled,
+        }
+    }
+
+    /// One line for `fovea info`: class and chosen variants.
+    pub fn describe(&self) -> String {
+        format!(
+            "class {}; kernels: matmul {}, conv2d {}",
+            self.class.name(),
+            self.matmul.name(),
+            self.conv2d.name()
+        )
+    }
+}
+
+/// The class to use: `forced` (from [`GpuOptions::adapter_class`]) first, then
+/// [`ADAPTER_CLASS_ENV`], then [`AdapterClass::detect`]. Returns whether it was forced.
+pub fn choose_class(
+    forced: Option<AdapterClass>,
+    info: &wgpu::AdapterInfo,
+    caps: Capabilities,
+) -> (AdapterClass, bool) {
+    match forced.or_else(AdapterClass::from_env) {
+        Some(class) => (class, true),
+        None => (AdapterClass::detect(info, caps), false),
+    }
+}
+
 /// The minimum limits fovea's kernels need; every WebGPU adapter meets them (they are
 /// WebGPU's defaults or below). Larger values are requested when the adapter has them.
 /// Ops that need more (e.g. attention with head_dim 160 needs 20.3 KiB of workgroup
@@ -117,6 +255,29 @@ pub struct AdapterReport {
     pub limits: wgpu::Limits,
     /// `Ok` when the adapter meets [`REQUIRED_LIMITS`].
     pub usable: std::result::Result<(), String>,
+    /// The kernel plan a device on this adapter gets (class forced by
+    /// [`ADAPTER_CLASS_ENV`] when set).
+    pub plan: KernelPlan,
+    /// Whether the class was forced rather than detected.
+    pub class_forced: bool,
+}
+
+impl AdapterReport {
+    /// Class (detected or forced), chosen kernel variants, driver and driver info, in
+    /// one line for `fovea info`.
+    pub fn describe(&self) -> String {
+        describe(&self.plan, self.class_forced, &self.info)
+    }
+}
+
+fn describe(plan: &KernelPlan, forced: bool, info: &wgpu::AdapterInfo) -> String {
+    format!(
+        "{}{}; driver {} ({})",
+        plan.describe(),
+        if forced { " (forced)" } else { "" },
+        info.driver,
+        info.driver_info
+    )
 }
 
 fn instance_with(backends: wgpu::Backends) -> wgpu::Instance {
@@ -141,8 +302,12 @@ pub fn list_adapters() -> Vec<AdapterReport> {
             let info = a.get_info();
             let limits = a.limits();
             let usable = check_limits(&info.name, &limits).map_err(|e| e.to_string());
+            let capabilities = Capabilities::from_features(a.features());
+            let (class, class_forced) = choose_class(None, &info, capabilities);
             AdapterReport {
-                capabilities: Capabilities::from_features(a.features()),
+                plan: KernelPlan::new(class, capabilities, &info),
+                class_forced,
+                capabilities,
                 info,
                 limits,
                 usable,
@@ -179,6 +344,9 @@ pub struct GpuOptions {
     /// Cap fovea's storage-binding and buffer sizes below the adapter's, to behave as a
     /// smaller adapter would (e.g. the 128 MiB WebGPU default); `None` uses the adapter's.
     pub max_binding_bytes: Option<u64>,
+    /// Force an adapter class (and so its kernel variants) instead of detecting it;
+    /// `None` reads [`ADAPTER_CLASS_ENV`], then detects. Tests force each class.
+    pub adapter_class: Option<AdapterClass>,
 }
 
 impl Default for GpuOptions {
@@ -189,6 +357,7 @@ impl Default for GpuOptions {
             allow_timestamps: true,
             allow_cooperative_matrix: true,
             max_binding_bytes: None,
+            adapter_class: None,
         }
     }
 }
@@ -198,6 +367,8 @@ pub(crate) struct GpuInner {
     pub(crate) queue: wgpu::Queue,
     pub(crate) info: wgpu::AdapterInfo,
     pub(crate) caps: Capabilities,
+    pub(crate) plan: KernelPlan,
+    pub(crate) class_forced: bool,
     pub(crate) limits: wgpu::Limits,
     pub(crate) pipelines: Mutex<HashMap<PipelineKey, Arc<crate::pipeline::CachedPipeline>>>,
     pub(crate) pool: Arc<Mutex<BufferPool>>,
@@ -221,6 +392,7 @@ impl std::fmt::Debug for Gpu {
             .field("adapter", &self.inner.info.name)
             .field("backend", &self.inner.info.backend)
             .field("caps", &self.inner.caps)
+            .field("plan", &self.inner.plan)
             .finish()
     }
 }
@@ -307,12 +479,17 @@ impl Gpu {
                 limits.max_storage_buffer_binding_size.min(cap);
             limits.max_buffer_size = limits.max_buffer_size.min(cap);
         }
+        let (class, class_forced) = choose_class(options.adapter_class, &info, caps);
+        let plan = KernelPlan::new(class, caps, &info);
+        log::info!("{}: {}", info.name, plan.describe());
         Ok(Gpu {
             inner: Arc::new(GpuInner {
                 device,
                 queue,
                 info,
                 caps,
+                plan,
+                class_forced,
                 limits,
                 pipelines: Mutex::new(HashMap::new()),
                 pool: Arc::new(Mutex::new(BufferPool::default())),
@@ -341,6 +518,22 @@ impl Gpu {
     /// The optional features this device was opened with.
     pub fn capabilities(&self) -> Capabilities {
         self.inner.caps
+    }
+
+    /// The kernel variants this device runs (from its adapter class).
+    pub fn kernel_plan(&self) -> KernelPlan {
+        self.inner.plan
+    }
+
+    /// The adapter class the kernels were chosen for.
+    pub fn adapter_class(&self) -> AdapterClass {
+        self.inner.plan.class
+    }
+
+    /// Class, whether it was forced, driver and driver info (Mesa's version lives there)
+    /// and the chosen kernel variants, in one line.
+    pub fn describe(&self) -> String {
+        describe(&self.inner.plan, self.inner.class_forced, &self.inner.info)
     }
 
     /// The device's limits.
@@ -414,6 +607,62 @@ impl Gpu {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn adapter(name: &str, device_type: wgpu::DeviceType) -> wgpu::AdapterInfo {
+        wgpu::AdapterInfo {
+            name: name.into(),
+            vendor: 0,
+            device: 0,
+            device_type,
+            device_pci_bus_id: String::new(),
+            driver: String::new(),
+            driver_info: String::new(),
+            backend: wgpu::Backend::Vulkan,
+            subgroup_min_size: 8,
+            subgroup_max_size: 8,
+            transient_saves_memory: None,
+            limit_bucket: None,
+        }
+    }
+
+    #[test]
+    fn software_adapters_are_classified_by_type_or_name() {
+        let caps = Capabilities::default();
+        for (name, ty) in [
+            ("llvmpipe (LLVM 15.0.6, 256 bits)", wgpu::DeviceType::Cpu),
+            ("llvmpipe (LLVM 15.0.6, 256 bits)", wgpu::DeviceType::Other),
+            ("SwiftShader Device (Subzero)", wgpu::DeviceType::Other),
+            (
+                "Microsoft Basic Render Driver",
+                wgpu::DeviceType::IntegratedGpu,
+            ),
+            ("anything", wgpu::DeviceType::Cpu),
+        ] {
+            assert_eq!(
+                AdapterClass::detect(&adapter(name, ty), caps),
+                AdapterClass::Software,
+                "{name}"
+            );
+        }
+        let gpu = adapter("NVIDIA H100 80GB HBM3", wgpu::DeviceType::DiscreteGpu);
+        assert_eq!(AdapterClass::detect(&gpu, caps), AdapterClass::Gpu);
+        let coop = Capabilities {
+            cooperative_matrix: true,
+            ..caps
+        };
+        assert_eq!(
+            AdapterClass::detect(&gpu, coop),
+            AdapterClass::GpuCoopMatrix
+        );
+        let (forced, was_forced) = choose_class(Some(AdapterClass::Software), &gpu, caps);
+        assert_eq!((forced, was_forced), (AdapterClass::Software, true));
+        assert_eq!(
+            AdapterClass::parse(" Software "),
+            Some(AdapterClass::Software)
+        );
+        assert_eq!(AdapterClass::parse("gpu"), Some(AdapterClass::Gpu));
+        assert_eq!(AdapterClass::parse("tpu"), None);
+    }
 
     #[test]
     fn webgpu_default_limits_are_enough() {

@@ -27,7 +27,10 @@ pub use attention::{
 pub use batch::{Batch, Bind, Dispatch, OpTiming, Submitted, Workgroups, spread_workgroups};
 #[cfg(not(target_arch = "wasm32"))]
 pub use context::list_adapters;
-pub use context::{AdapterReport, Capabilities, Gpu, GpuOptions, REQUIRED_LIMITS, check_limits};
+pub use context::{
+    ADAPTER_CLASS_ENV, AdapterClass, AdapterReport, Capabilities, Gpu, GpuOptions, KernelPlan,
+    MatmulKernel, REQUIRED_LIMITS, check_limits, choose_class,
+};
 pub use error::{GpuError, Result};
 pub use ops::{Activation, BinaryOp, MatmulOptions, TimestepOptions};
 pub use pipeline::{CachedPipeline, PipelineKey};
