@@ -10,6 +10,12 @@
 //! - `fixtures`: regenerate tests/fixtures from diffusers with
 //!   tests/fixtures/make_fixtures.py (needs Python with torch and diffusers; set
 //!   `PYTHON` to choose the interpreter). `cargo test` never needs Python.
+//! - `fuzz [--seconds N] [--target NAME] [--seed S]`: fuzz fovea's loaders (safetensors,
+//!   configs, tokenizers, init images, the page's parameters) with crates/fovea-fuzz, N
+//!   seconds per target (default 30); crash inputs go to target/fuzz/.
+//! - `peer [ARGS ...]`: build fovea (release) and time it against PyTorch on the same CPU
+//!   with tests/peer/compare.py (same kernel shapes, the default model's parts, a whole
+//!   generation; prints the ratios, writes target/peer.json). ARGS go to the script.
 
 mod shaders;
 mod web;
@@ -23,6 +29,8 @@ fn main() -> ExitCode {
         Some("shaders") => run_shaders(&args[1..]),
         Some("ci") => run_ci(),
         Some("fixtures") => run_fixtures(),
+        Some("peer") => run_peer(&args[1..]),
+        Some("fuzz") => run_fuzz(&args[1..]),
         Some("web") => web::build(None),
         Some("serve") => match args.get(1).map(String::as_str) {
             None => web::serve(8080),
@@ -34,7 +42,7 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask <shaders [FILE.wgsl ...] | ci | web | serve [--port N] | fixtures>"
+                "usage: cargo xtask <shaders [FILE.wgsl ...] | ci | web | serve [--port N] | fixtures | fuzz [--seconds N] [--target NAME] | peer [ARGS]>"
             );
             return ExitCode::from(2);
         }
@@ -88,6 +96,32 @@ fn run_shaders(files: &[String]) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{} shader module(s) failed", failures.len()))
+    }
+}
+
+fn run_fuzz(args: &[String]) -> Result<(), String> {
+    let mut cmd: Vec<&str> = vec!["run", "--release", "-p", "fovea-fuzz", "--"];
+    if !args.iter().any(|a| a == "--seconds") {
+        cmd.extend(["--seconds", "30"]);
+    }
+    cmd.extend(args.iter().map(String::as_str));
+    cargo(&cmd, &[])
+}
+
+fn run_peer(args: &[String]) -> Result<(), String> {
+    cargo(&["build", "--release", "-p", "fovea-cli"], &[])?;
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = "tests/peer/compare.py";
+    println!("\n==> {python} {script} {}", args.join(" "));
+    let status = Command::new(&python)
+        .arg(script)
+        .args(args)
+        .status()
+        .map_err(|e| format!("could not start {python}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{script} failed ({status})"))
     }
 }
 

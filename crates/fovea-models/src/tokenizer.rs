@@ -87,8 +87,14 @@ impl ClipTokenizer {
         origin: &str,
     ) -> Result<ClipTokenizer> {
         let inner = match (files.tokenizer_json, files.vocab_json, files.merges_txt) {
-            (Some(json), _, _) => Tokenizer::from_bytes(json.as_bytes())
-                .map_err(|e| tok_err(&format!("{origin}/tokenizer.json"), e))?,
+            (Some(json), _, _) => {
+                let path = format!("{origin}/tokenizer.json");
+                // JSON syntax first: tokenizers 0.22 panics (`expect("Helper")` in its
+                // decoder deserializer) on a syntax error inside the "decoder" field,
+                // where a user needs an error naming the file. Found by `cargo xtask fuzz`.
+                serde_json::from_str::<serde_json::Value>(&json).map_err(|e| tok_err(&path, e))?;
+                Tokenizer::from_bytes(json.as_bytes()).map_err(|e| tok_err(&path, e))?
+            }
             (None, Some(vocab), Some(merges)) => from_vocab_merges(&vocab, &merges, origin)?,
             _ => {
                 return Err(ModelError::Io {

@@ -3,6 +3,8 @@
 //! text-to-image and image-to-image from a diffusers folder ([`sd`]), with tiled VAE
 //! passes ([`tiling`]).
 
+#[cfg(feature = "image")]
+pub mod image_io;
 pub mod metrics;
 pub mod prune;
 pub mod rng;
