@@ -39,6 +39,23 @@ def folder_mb(path):
     return total / 1e6
 
 
+def unet_row():
+    u, side, c = model_configs.unet_config(), model_configs.LATENT_SIZE, model_configs.LATENT_CHANNELS
+    widths = "/".join(str(w) for w in u["block_out_channels"])
+    levels = [side >> k for k, t in enumerate(u["down_block_types"]) if t.startswith("CrossAttn")]
+    mid = side >> (len(u["down_block_types"]) - 1)
+    at = ", ".join(f"{s}x{s}" for s in levels)
+    return (f"UNet2DConditionModel on {side}x{side}x{c} latents, channels {widths}, self- and "
+            f"cross-attention at {at} and in the {mid}x{mid} mid block, {u['attention_head_dim']} heads per layer")
+
+
+def vae_row():
+    v, side, c = model_configs.vae_config(), model_configs.LATENT_SIZE, model_configs.LATENT_CHANNELS
+    im = model_configs.IMAGE_SIZE
+    widths = "/".join(str(w) for w in v["block_out_channels"])
+    return f"AutoencoderKL, {im}x{im}x3 <-> {side}x{side}x{c} ({im // side}x downscale), channels {widths}"
+
+
 def model_card(state, vae_state, weights_mb, note):
     steps, samples = state["step"], state["samples"]
     return f"""# fovea-tiny
@@ -51,8 +68,8 @@ Made by `models/training/` (see its README for every step and command).
 | --- | --- |
 | tokenizer | CLIP-style byte-level BPE, {json.load(open(os.path.join(common.HERE, 'tokenizer', 'vocab.json'), encoding='utf-8')).__len__()} tokens, trained on the captions (Chinese one token per character) |
 | text_encoder | CLIPTextModel, width 256, 4 layers, 4 heads, 77 positions |
-| unet | UNet2DConditionModel on 32x32x4 latents, channels 64/128/128, cross-attention at 32x32, 16x16 and in the 8x8 mid block, 4 heads per layer |
-| vae | AutoencoderKL, 128x128x3 <-> 32x32x4, channels 32/64/64 |
+| unet | {unet_row()} |
+| vae | {vae_row()} |
 | scheduler | EulerDiscreteScheduler, scaled_linear betas 0.00085..0.012, epsilon prediction |
 
 Weights: fp16 safetensors, {weights_mb:.1f} MB in all.

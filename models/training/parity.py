@@ -49,7 +49,7 @@ def main_with(model, out):
     pipe = StableDiffusionPipeline.from_pretrained(model, dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
     side = pipe.unet.config.sample_size
-    latents = torch.randn((1, 4, side, side), generator=torch.Generator().manual_seed(LATENT_SEED))
+    latents = torch.randn((1, pipe.unet.config.in_channels, side, side), generator=torch.Generator().manual_seed(LATENT_SEED))
     with torch.no_grad():
         image = pipe(prompt(), negative_prompt=NEGATIVE, num_inference_steps=STEPS, guidance_scale=CFG,
                      latents=latents, output_type="np").images[0]

@@ -1,6 +1,8 @@
 """Trains fovea-tiny's UNet and text encoder jointly, from scratch, on the frozen autoencoder.
 
-Per step: a batch of scenes is encoded by the VAE (posterior sample x scaling_factor), noised
+Per step: a batch of scenes is taken as cached latents (each image is encoded by the frozen
+VAE once, the first time the data order reaches it, into <work>/unet/latents: the posterior
+mean and std in fp16; a posterior sample x scaling_factor is drawn per step), noised
 at a uniform random timestep of the scaled_linear schedule (plus a little per-channel
 "offset" noise so that the model can set the overall colour of plain backgrounds), and
 the UNet predicts the noise given the text encoder's last hidden state. Each sample's
@@ -75,6 +77,60 @@ class Captions:
 
     def load_state(self, s):
         self.rng.bit_generator.state = s
+
+
+class LatentCache:
+    """The frozen VAE's posterior (mean, std) of every training image, fp16, filled lazily:
+    an image is encoded the first time a batch needs it, so epoch one pays the encoder
+    once per image and every later visit costs a memory read. A memory-mapped array of
+    (N, 2, C, S, S) plus a `filled` flag per image, both in <work>/unet/latents; `flush`
+    (called at every checkpoint) makes them durable. Tied to the autoencoder it was made
+    with (its weights file's size and mtime): a different VAE starts an empty cache."""
+
+    def __init__(self, directory, total, vae, vae_dir):
+        os.makedirs(directory, exist_ok=True)
+        self.vae = vae
+        c, s = model_configs.LATENT_CHANNELS, model_configs.LATENT_SIZE
+        weights = os.path.join(vae_dir, "diffusion_pytorch_model.safetensors")
+        st = os.stat(weights)
+        key = {"total": total, "shape": [2, c, s, s], "vae_bytes": st.st_size, "vae_mtime": int(st.st_mtime)}
+        meta_path = os.path.join(directory, "meta.json")
+        fresh = True
+        if os.path.exists(meta_path):
+            with open(meta_path) as f:
+                fresh = json.load(f) != key
+        if fresh:
+            with open(meta_path, "w") as f:
+                json.dump(key, f)
+            np.lib.format.open_memmap(os.path.join(directory, "latents.npy"), "w+", np.float16,
+                                      (total, 2, c, s, s)).flush()
+            np.save(os.path.join(directory, "filled.npy"), np.zeros(total, bool))
+        self.arr = np.load(os.path.join(directory, "latents.npy"), mmap_mode="r+")
+        self.filled = np.load(os.path.join(directory, "filled.npy"))
+        self.directory = directory
+        self.encoded = 0
+
+    @torch.no_grad()
+    def get(self, idx, data, device):
+        """(mean, std) float32 tensors on device for global image indices."""
+        idx = np.asarray(idx)
+        todo = idx[~self.filled[idx]]
+        if len(todo):
+            todo = np.unique(todo)
+            x = common.to_float(data.images(todo.tolist()), device)
+            post = self.vae.encode(x).latent_dist
+            self.arr[todo] = torch.stack([post.mean, post.std], 1).float().cpu().numpy().astype(np.float16)
+            self.filled[todo] = True
+            self.encoded += len(todo)
+        m = torch.from_numpy(self.arr[idx].astype(np.float32)).to(device)
+        return m[:, 0], m[:, 1]
+
+    def flush(self):
+        self.arr.flush()
+        np.save(os.path.join(self.directory, "filled.npy"), self.filled)
+
+    def share_filled(self):
+        return float(self.filled.mean())
 
 
 def min_snr_weights(alphas_cumprod, t, gamma):
@@ -177,6 +233,7 @@ def main():
     scale = vae.config.scaling_factor
 
     data = common.Shards(a.data, a.seed, labels=True)
+    cache = LatentCache(os.path.join(work, "latents"), data.total, vae, vae_dir)
     caps = Captions(a.tokenizer, data.labels, a.seed, a.zh_prob, a.cfg_drop)
     te = model_configs.build_text_encoder(a.tokenizer).to(device).train()
     unet = model_configs.build_unet().to(device).train()
@@ -244,14 +301,16 @@ def main():
             ot, groups = common.optimizer_tensors("opt", opt)
             t.update(ot)
         t.update(common.rng_tensors(gen))
+        cache.flush()
         common.save_checkpoint(ckpt_dir, t, {
             "step": step, "samples": samples, "data": data.state(), "captions": caps.state(),
             "data_total": data.total,
             "ema_updates": ema_unet.updates, "has_optimizer": not a.no_optimizer_in_ckpt,
             "param_groups": groups, "warm_from": warm_from, "scaling_factor": scale,
             "tokenizer": os.path.abspath(a.tokenizer), "seed": a.seed})
-        log.write({"event": "save", "step": step, "samples": samples})
-        print(f"  saved step {step} ({samples} samples)", flush=True)
+        log.write({"event": "save", "step": step, "samples": samples,
+                   "latents_cached": round(cache.share_filled(), 4)})
+        print(f"  saved step {step} ({samples} samples; {cache.share_filled():.1%} of latents cached)", flush=True)
         if not a.sample_minutes or (not final and time.time() - last_sample[0] < a.sample_minutes * 60):
             return
         last_sample[0] = time.time()
@@ -272,17 +331,16 @@ def main():
         ramp = min(1.0, (step - warm_from + 1) / a.warmup)
         opt.param_groups[0]["lr"] = opt.param_groups[1]["lr"] = a.lr * ramp
         idx = data.next_indices(a.batch)
-        x = common.to_float(data.images(idx), device)
         ids = caps.encode(caps.pick(idx)).to(device)
-        noise = torch.randn(a.batch, 4, model_configs.LATENT_SIZE, model_configs.LATENT_SIZE, generator=gen)
-        noise += a.offset_noise * torch.randn(a.batch, 4, 1, 1, generator=gen)
+        c, side = model_configs.LATENT_CHANNELS, model_configs.LATENT_SIZE
+        noise = torch.randn(a.batch, c, side, side, generator=gen)
+        noise += a.offset_noise * torch.randn(a.batch, c, 1, 1, generator=gen)
         post_noise = torch.randn(noise.shape, generator=gen)
         t = torch.randint(0, sched.config.num_train_timesteps, (a.batch,), generator=gen)
         noise, post_noise, t = noise.to(device), post_noise.to(device), t.to(device)
+        mean, std = cache.get(idx, data, device)
+        z = (mean + std * post_noise) * scale
         with autocast:
-            with torch.no_grad():
-                post = vae.encode(x).latent_dist
-                z = (post.mean + post.std * post_noise).float() * scale
             ac = alphas_cumprod[t].view(-1, 1, 1, 1)
             zt = ac.sqrt() * z + (1 - ac).sqrt() * noise
             emb = te(ids).last_hidden_state
@@ -303,7 +361,8 @@ def main():
             now = time.time()
             rate = (samples - s_last) / (now - t_last)
             log.step(step=step, samples=samples, lr=a.lr * ramp, loss=round(acc / acc_n, 5),
-                     samples_per_s=round(rate, 2), elapsed_s=round(budget.elapsed(), 1))
+                     samples_per_s=round(rate, 2), elapsed_s=round(budget.elapsed(), 1),
+                     latents_cached=round(cache.share_filled(), 4))
             print(f"step {step} loss {acc / acc_n:.4f} | {rate:.1f} samples/s | "
                   f"{budget.elapsed() / 60:.1f} min", flush=True)
             t_last, s_last, acc, acc_n = now, samples, 0.0, 0

@@ -57,6 +57,30 @@ def evaluate(vae, data, device, n=64):
     return psnr, std, g
 
 
+def init_from_folder(folder, vae):
+    """Loads an exported autoencoder (fp16 or fp32) into `vae`; returns the step it was
+    exported at (0 when unknown)."""
+    import json
+    from safetensors.torch import load_file
+    sub = os.path.join(folder, "vae") if os.path.isdir(os.path.join(folder, "vae")) else folder
+    with open(os.path.join(sub, "config.json")) as f:
+        cfg = json.load(f)
+    want = model_configs.vae_config()
+    for k in ("block_out_channels", "latent_channels", "layers_per_block", "norm_num_groups"):
+        if list(cfg.get(k) if isinstance(cfg.get(k), list) else [cfg.get(k)]) != list(
+                want[k] if isinstance(want[k], (list, tuple)) else [want[k]]):
+            raise SystemExit(f"{sub}: {k} is {cfg.get(k)}, model_configs has {want[k]}: not this architecture")
+    sd = load_file(os.path.join(sub, "diffusion_pytorch_model.safetensors"))
+    vae.load_state_dict({k: v.float() for k, v in sd.items()})
+    step = 0
+    rec = os.path.join(folder, "training.json")
+    if os.path.exists(rec):
+        with open(rec) as f:
+            step = json.load(f).get("vae_step", 0)
+    print(f"started from {sub} (step {step}, fresh AdamW moments)")
+    return step
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=common.DEFAULT_DATA)
@@ -74,6 +98,11 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--run-name", default="vae")
+    ap.add_argument("--target-psnr", type=float, default=0.0,
+                    help="stop at the first save whose validation PSNR (dB) reaches this (0: never)")
+    ap.add_argument("--init-from", default="",
+                    help="with no checkpoint in <work>: start from this diffusers folder's vae/ (or an "
+                         "AutoencoderKL folder) when its config matches model_configs (fresh AdamW moments)")
     a = ap.parse_args()
 
     device = common.setup(a.threads, a.seed)
@@ -84,7 +113,7 @@ def main():
     vae = model_configs.build_vae().to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=a.lr, betas=(0.9, 0.99), weight_decay=0.0)
     gen = torch.Generator().manual_seed(a.seed)
-    step, samples = 0, 0
+    step, samples, warm_from = 0, 0, 0
 
     tensors, state = common.load_checkpoint(ckpt_dir)
     if tensors is not None:
@@ -93,7 +122,10 @@ def main():
         gen.set_state(tensors["rng.torch"])
         data.load_state(state["data"])
         step, samples = state["step"], state["samples"]
+        warm_from = state.get("warm_from", 0)
         print(f"resumed from {ckpt_dir} at step {step}")
+    elif a.init_from:
+        step = warm_from = init_from_folder(a.init_from, vae)
     del tensors
 
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -111,18 +143,20 @@ def main():
         t.update(ot)
         t.update(common.rng_tensors(gen))
         common.save_checkpoint(ckpt_dir, t, {"step": step, "samples": samples, "data": data.state(),
-                                             "param_groups": groups, "latent_std": std, "psnr": psnr})
+                                             "param_groups": groups, "latent_std": std, "psnr": psnr,
+                                             "warm_from": warm_from})
         # The frozen autoencoder the UNet trains on: latents are scaled to unit variance.
         vae.register_to_config(scaling_factor=round(1.0 / std, 5))
         vae.save_pretrained(os.path.join(work, "diffusers"))
         log.write({"event": "save", "step": step, "val_psnr": round(psnr, 3), "latent_std": round(std, 5)})
         print(f"  saved step {step}: val PSNR {psnr:.2f} dB, latent std {std:.4f}", flush=True)
+        return psnr
 
     vae.train()
     t_last, s_last = time.time(), samples
     acc = {"loss": 0.0, "l1": 0.0, "grad": 0.0, "kl": 0.0, "n": 0}
     while not budget.done() and not (a.max_steps and step >= a.max_steps):
-        lr = a.lr * min(1.0, (step + 1) / a.warmup)
+        lr = a.lr * min(1.0, (step - warm_from + 1) / a.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         x = common.to_float(data.images(data.next_indices(a.batch)), device)
@@ -157,8 +191,11 @@ def main():
             t_last, s_last = now, samples
             acc = {k: 0.0 for k in acc} | {"n": 0}
         if budget.save_due() and not budget.done():
-            save()
-    save()
+            if save() >= a.target_psnr > 0:
+                print(f"validation PSNR reached {a.target_psnr} dB: stopping", flush=True)
+                break
+    else:
+        save()
     log.close(steps=step, samples=samples)
     print(f"done: step {step}, {samples} samples, {budget.elapsed() / 60:.1f} min")
 
