@@ -13,6 +13,7 @@ use fovea_pipeline::{GenerateParams, PrunePolicy, SchedulerKind, SkipMode, Stabl
 mod bench;
 mod eval;
 mod prune_report;
+mod runtime_dir;
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +22,10 @@ mod prune_report;
     about = "Portable text-to-image engine on WebGPU"
 )]
 struct Cli {
+    /// Show driver, wgpu and engine messages: -v info, -vv debug, -vvv trace (RUST_LOG,
+    /// when set, chooses instead).
+    #[arg(long, short = 'v', action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -692,8 +697,23 @@ fn self_check(seed: Option<u64>, no_f16: bool) -> Result<bool, fovea_gpu::GpuErr
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    // Before anything can start a thread (see runtime_dir).
+    let runtime_dir = runtime_dir::ensure();
     let cli = Cli::parse();
+    let default_filter = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
+        .init();
+    if let Some(dir) = runtime_dir {
+        log::info!(
+            "XDG_RUNTIME_DIR was not set: using {} (quiets the Wayland probe of Mesa's drivers)",
+            dir.display()
+        );
+    }
     match cli.command {
         Command::PruneEval(args) => match prune_eval(*args) {
             Ok(()) => ExitCode::SUCCESS,

@@ -378,3 +378,54 @@ fn prune_eval_writes_a_report() {
     assert!(!ok && text.contains("/nonexistent/suite.json"), "{text}");
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// Runs fovea in `cwd` with `env` added (and `XDG_RUNTIME_DIR=/tmp` unless `env` removes
+/// it by giving `None`).
+fn fovea_with(
+    cwd: &std::path::Path,
+    env: &[(&str, Option<&str>)],
+    args: &[&str],
+) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fovea"));
+    cmd.args(args)
+        .current_dir(cwd)
+        .env("XDG_RUNTIME_DIR", "/tmp");
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().expect("run fovea");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Without XDG_RUNTIME_DIR, libwayland-client (probed by Mesa's drivers when wgpu
+/// starts) printed "error: XDG_RUNTIME_DIR is invalid or not set in the environment."
+/// on every run; fovea now points the variable at a private folder first. `-v` says so.
+#[test]
+fn a_run_without_xdg_runtime_dir_prints_no_driver_error() {
+    let tmp = std::env::temp_dir();
+    let (ok, text) = fovea_with(&tmp, &[("XDG_RUNTIME_DIR", None)], &["info"]);
+    assert!(ok, "{text}");
+    assert!(!text.contains("XDG_RUNTIME_DIR"), "{text}");
+    assert!(!text.contains("error"), "{text}");
+    let (ok, text) = fovea_with(
+        &tmp,
+        &[("XDG_RUNTIME_DIR", None), ("RUST_LOG", None)],
+        &["-v", "info"],
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("XDG_RUNTIME_DIR was not set: using"),
+        "{text}"
+    );
+    // A relative value is as invalid to libwayland as none.
+    let (ok, text) = fovea_with(&tmp, &[("XDG_RUNTIME_DIR", Some("relative"))], &["info"]);
+    assert!(ok && !text.contains("XDG_RUNTIME_DIR"), "{text}");
+}
