@@ -12,6 +12,7 @@ use fovea_pipeline::{GenerateParams, PrunePolicy, SchedulerKind, SkipMode, Stabl
 
 mod bench;
 mod eval;
+mod model_lookup;
 mod prune_report;
 mod runtime_dir;
 
@@ -257,26 +258,13 @@ struct EvalArgs {
     pruning: PruneArgs,
 }
 
-/// The model folder to use: the one given, else the default model, looked up under the
-/// current directory and then in the source checkout this binary was built from.
+/// The model folder to use: the one given, else the default model, found as
+/// [`model_lookup`] describes.
 fn model_dir(given: Option<&PathBuf>) -> Result<PathBuf, String> {
-    if let Some(dir) = given {
-        return Ok(dir.clone());
+    match given {
+        Some(dir) => Ok(dir.clone()),
+        None => model_lookup::LookupEnv::from_process().find(),
     }
-    let candidates = [
-        PathBuf::from("models/fovea-tiny"),
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../models/fovea-tiny"
-        )),
-    ];
-    candidates
-        .iter()
-        .find(|d| d.join("model_index.json").is_file())
-        .cloned()
-        .ok_or_else(|| {
-            "the default model (models/fovea-tiny) is not here; pass --model DIR with a diffusers Stable Diffusion folder".to_string()
-        })
 }
 
 fn prune_eval(args: EvalArgs) -> Result<(), String> {

@@ -429,3 +429,38 @@ fn a_run_without_xdg_runtime_dir_prints_no_driver_error() {
     let (ok, text) = fovea_with(&tmp, &[("XDG_RUNTIME_DIR", Some("relative"))], &["info"]);
     assert!(ok && !text.contains("XDG_RUNTIME_DIR"), "{text}");
 }
+
+/// An installed binary run from any folder: FOVEA_MODEL names the model; a wrong one
+/// is an error naming it, not a fall-back to another model.
+#[test]
+fn generate_from_another_folder_finds_the_model_through_fovea_model() {
+    let dir = std::env::temp_dir().join(format!("fovea-cli-elsewhere-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = tiny_model();
+    let (ok, text) = fovea_with(
+        &dir,
+        &[("FOVEA_MODEL", Some(&model))],
+        &[
+            "generate",
+            "--prompt",
+            "a red apple",
+            "--steps",
+            "1",
+            "-o",
+            "here.png",
+        ],
+    );
+    assert!(ok, "{text}");
+    assert!(dir.join("here.png").is_file(), "{text}");
+    let (ok, text) = fovea_with(
+        &dir,
+        &[("FOVEA_MODEL", Some("/nonexistent/fovea-model"))],
+        &["generate", "--prompt", "x", "-o", "here.png"],
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("FOVEA_MODEL=/nonexistent/fovea-model") && text.contains("model_index.json"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
