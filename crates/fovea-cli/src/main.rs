@@ -11,6 +11,7 @@ use fovea_gpu::{DType, Gpu, GpuOptions};
 use fovea_pipeline::{GenerateParams, PrunePolicy, SchedulerKind, SkipMode, StableDiffusion};
 
 mod bench;
+mod checks;
 mod eval;
 mod model_lookup;
 mod prune_report;
@@ -402,11 +403,27 @@ fn prune_policy(args: &GenerateArgs) -> Result<PrunePolicy, String> {
 }
 
 fn generate(args: GenerateArgs) -> Result<(), String> {
-    if args.batch_count == 0 {
-        return Err("`--batch-count` = 0 is invalid: at least 1".into());
-    }
+    // Everything that needs neither the model nor the GPU is checked first.
     let prune = prune_policy(&args)?;
     let prompts = prompt_list(args.prompt.as_deref(), args.from_file.as_deref())?;
+    checks::check_batch_count(args.batch_count, prompts.len())?;
+    let scheduler = args
+        .scheduler
+        .as_deref()
+        .map(SchedulerKind::parse)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    for (line, _) in &prompts {
+        for k in 0..args.batch_count {
+            checks::check_writable("--out", &output_name(&args.out, *line, k, args.batch_count))?;
+            if let Some(map) = &args.prune_map {
+                checks::check_writable(
+                    "--prune-map",
+                    &output_name(map, *line, k, args.batch_count),
+                )?;
+            }
+        }
+    }
     let model = model_dir(args.model.as_ref())?;
     let gpu = pollster::block_on(Gpu::new(GpuOptions::default())).map_err(|e| e.to_string())?;
     let dtype = if gpu.capabilities().shader_f16 && !args.f32 {
@@ -426,12 +443,6 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
         sd.load_taesd(dir).map_err(|e| e.to_string())?;
     }
     let load_ms = load_start.elapsed().as_secs_f64() * 1000.0;
-    let scheduler = args
-        .scheduler
-        .as_deref()
-        .map(SchedulerKind::parse)
-        .transpose()
-        .map_err(|e| e.to_string())?;
     let init = match &args.init_image {
         Some(path) => Some(
             image::open(path)
@@ -470,6 +481,24 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
         prune,
         tile_size: args.tile_size,
     };
+    // Sizes, steps and tiles against this model and adapter, before the first step.
+    sd.check(&params).map_err(|e| e.to_string())?;
+    for (what, text) in prompts
+        .iter()
+        .map(|(_, p)| ("prompt", p.as_str()))
+        .chain(std::iter::once((
+            "negative prompt",
+            params.negative_prompt.as_str(),
+        )))
+    {
+        let (tokens, window) = sd.prompt_tokens(text).map_err(|e| e.to_string())?;
+        if tokens > window {
+            eprintln!(
+                "warning: the {what} {:?} is {tokens} tokens long; the text encoder reads the first {window}, the rest is ignored",
+                truncate_chars(text, 40)
+            );
+        }
+    }
     // diffusers resizes with Lanczos too.
     let init_rgba = init.map(|img| {
         let sized = if (img.width() as usize, img.height() as usize) == (width, height) {
@@ -490,17 +519,7 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
     for (job, (line, prompt, k)) in jobs.enumerate() {
         params.prompt = prompt.to_string();
         params.seed = args.sampling.seed.wrapping_add(k as u64);
-        let name = |path: &std::path::Path| {
-            let path = match line {
-                Some(n) => numbered(path, n),
-                None => path.to_path_buf(),
-            };
-            if args.batch_count == 1 {
-                path
-            } else {
-                numbered(&path, k + 1)
-            }
-        };
+        let name = |path: &std::path::Path| output_name(path, line, k, args.batch_count);
         let out = name(&args.out);
         if line.is_some() {
             eprintln!("{}", params.prompt);
@@ -595,6 +614,33 @@ fn prompt_list(
         return Err(format!("--from-file {}: no prompts in it", file.display()));
     }
     Ok(prompts)
+}
+
+/// Where image `k` (0-based) of prompt line `line` goes: `out.png`, `out_N.png` for line
+/// N of `--from-file`, then `_K` (1-based) with `--batch-count` above 1.
+fn output_name(
+    path: &std::path::Path,
+    line: Option<usize>,
+    k: usize,
+    batch_count: usize,
+) -> PathBuf {
+    let path = match line {
+        Some(n) => numbered(path, n),
+        None => path.to_path_buf(),
+    };
+    if batch_count == 1 {
+        path
+    } else {
+        numbered(&path, k + 1)
+    }
+}
+
+/// The first `n` characters of `text`, with "..." when cut.
+fn truncate_chars(text: &str, n: usize) -> String {
+    match text.char_indices().nth(n) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_string(),
+    }
 }
 
 /// `out.png` -> `out_3.png`.

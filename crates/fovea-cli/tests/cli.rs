@@ -464,3 +464,100 @@ fn generate_from_another_folder_finds_the_model_through_fovea_model() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Parameters that need no model are refused before the model is even looked for
+/// (`--model` points nowhere here, so reaching it would be a different error).
+#[test]
+fn generate_checks_outputs_scheduler_and_counts_before_loading() {
+    let dir = std::env::temp_dir().join(format!("fovea-cli-early-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("a-folder.png")).unwrap();
+    let folder = dir.join("a-folder.png");
+    let missing = dir.join("missing/x.png");
+    let missing_dir = format!("{} does not exist", dir.join("missing").display());
+    let missing_map = dir.join("missing/map.png");
+    for (args, needle) in [
+        (vec!["-o", missing.to_str().unwrap()], missing_dir.as_str()),
+        (vec!["-o", folder.to_str().unwrap()], "is a folder"),
+        (vec!["-o", "/sys/fovea.png"], "cannot write there"),
+        (vec!["-o", "x.jpg"], ".png extension"),
+        (
+            vec!["--scheduler", "heun"],
+            "one of euler, euler_a, ddim, dpmpp_2m, lcm",
+        ),
+        (vec!["--batch-count", "20000"], "above the limit of 10000"),
+        (
+            vec!["--prune", "--prune-map", missing_map.to_str().unwrap()],
+            "--prune-map",
+        ),
+    ] {
+        let mut all = vec!["generate", "--model", "/nonexistent/model", "--prompt", "x"];
+        if !args.contains(&"-o") {
+            all.extend(["-o", "/tmp/unused.png"]);
+        }
+        all.extend(args);
+        let (ok, text) = fovea(&all);
+        assert!(!ok && text.contains(needle), "{all:?}:\n{text}");
+        assert!(
+            !text.contains("/nonexistent/model"),
+            "{all:?} reached the model:\n{text}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Checks that need the model run after loading it and before the first step: a size
+/// whose latents exceed the adapter (16384 px here: the op-level error used to be
+/// `concat_channels: tensor (1, 2, ...) f16 needs ...`), steps past the scheduler's
+/// training timesteps; an over-long prompt warns with its token count.
+#[test]
+fn generate_names_model_limits_in_user_terms() {
+    let model = tiny_model();
+    let base = [
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        "x",
+        "-o",
+        "/tmp/unused.png",
+    ];
+    let mut all = base.to_vec();
+    all.extend(["--width", "16384", "--height", "16384"]);
+    let (ok, text) = fovea(&all);
+    assert!(!ok, "{text}");
+    for needle in [
+        "16384x16384 is too large",
+        "per buffer",
+        "adapter's limit of 128 MiB",
+        "largest square",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}`:\n{text}");
+    }
+    assert!(
+        !text.contains("concat_channels") && !text.contains("step 1"),
+        "{text}"
+    );
+    let mut all = base.to_vec();
+    all.extend(["--steps", "5000"]);
+    let (ok, text) = fovea(&all);
+    assert!(!ok && text.contains("num_train_timesteps"), "{text}");
+    let long = "apple ".repeat(100);
+    let out = std::env::temp_dir().join(format!("fovea-cli-long-{}.png", std::process::id()));
+    let (ok, text) = fovea(&[
+        "generate",
+        "--model",
+        &model,
+        "--prompt",
+        &long,
+        "--steps",
+        "1",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("tokens long; the text encoder reads the first 75"),
+        "{text}"
+    );
+    std::fs::remove_file(&out).ok();
+}

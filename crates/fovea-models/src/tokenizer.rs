@@ -155,6 +155,16 @@ impl ClipTokenizer {
         ids.resize(self.max_len, self.pad);
         Ok(ids)
     }
+
+    /// How many tokens `prompt` has (without the start and end tokens); more than
+    /// `max_len - 2` are cut off by [`encode`](Self::encode).
+    pub fn count_tokens(&self, prompt: &str) -> Result<usize> {
+        let enc = self
+            .inner
+            .encode(prompt, false)
+            .map_err(|e| tok_err("tokenizer", format!("cannot encode {prompt:?}: {e}")))?;
+        Ok(enc.get_ids().len())
+    }
 }
 
 /// Tokenizer file contents; `tokenizer_json` wins when present.

@@ -100,3 +100,16 @@ fn missing_or_broken_tokenizer_files_are_named() {
     let e = ClipTokenizer::from_files(files, None, 77, "model/tokenizer").unwrap_err();
     assert!(e.to_string().contains("<|startoftext|>"), "{e}");
 }
+
+#[test]
+fn count_tokens_reports_what_encode_cuts_off() {
+    let tok = ClipTokenizer::from_dir(&fixtures().join("clip_tokenizer"), 77).unwrap();
+    let short = "a red apple";
+    let n = tok.count_tokens(short).unwrap();
+    let ids = tok.encode(short).unwrap();
+    // [bos] tokens [eos] pad...: the tokens are the ids between bos and the first eos.
+    assert_eq!(ids.iter().skip(1).position(|&i| i == tok.eos_id()), Some(n));
+    let long = "apple ".repeat(100);
+    assert_eq!(tok.count_tokens(&long).unwrap(), 100);
+    assert_eq!(tok.encode(&long).unwrap().len(), 77);
+}

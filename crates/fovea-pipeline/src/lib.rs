@@ -18,5 +18,5 @@ pub use rng::NoiseRng;
 pub use scheduler::{Prediction, Scheduler, SchedulerError, SchedulerKind, StepPlan};
 pub use sd::{
     GenerateParams, Image, Img2ImgNoise, PipelineError, PruneReport, StableDiffusion, StepInfo,
-    Timings,
+    Timings, unet_binding_bytes,
 };

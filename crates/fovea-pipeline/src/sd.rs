@@ -37,6 +37,10 @@ pub enum PipelineError {
     /// The GPU runtime refused an operation.
     #[error(transparent)]
     Gpu(#[from] fovea_gpu::GpuError),
+    /// The image is too large for the adapter (the message names the need, the limit
+    /// and what would fit).
+    #[error("{0}")]
+    TooLarge(String),
     /// The step callback asked to stop.
     #[error("cancelled after step {0}")]
     Cancelled(usize),
@@ -311,6 +315,100 @@ impl StableDiffusion {
             .and_then(|c| SchedulerKind::parse(c).ok())
     }
 
+    /// Checks every parameter of `p` against this model and adapter before any work:
+    /// sizes, steps (also against the scheduler's training timesteps), guidance,
+    /// strength, pruning, tiles, and whether the latents and one denoising pass (or one
+    /// tile's) fit the adapter's storage-binding limit. `txt2img` and `img2img` run the
+    /// same checks; this lets a caller run them before its own long work.
+    pub fn check(&self, p: &GenerateParams) -> Result<(), PipelineError> {
+        let (kind, _, _) = self.validate(p)?;
+        Scheduler::new(kind, &self.scheduler_config, p.steps)?;
+        if !(0.0..=1.0).contains(&p.strength) {
+            return Err(param("strength", p.strength, "a number in [0, 1]"));
+        }
+        self.fit(p)
+    }
+
+    /// Token counts of a prompt: (tokens in it, tokens the text encoder reads); a prompt
+    /// with more is cut to the window, as diffusers does.
+    pub fn prompt_tokens(&self, prompt: &str) -> Result<(usize, usize), PipelineError> {
+        Ok((
+            self.tokenizer.count_tokens(prompt)?,
+            self.tokenizer.max_len() - 2,
+        ))
+    }
+
+    /// How a generation fits the adapter: the latents must fit one storage binding, and
+    /// so must one guided UNet pass (over the whole image, or over one tile when
+    /// denoising in tiles). Refusals name the size, the need and the limit, with the
+    /// tile size or image size that would fit.
+    ///
+    /// Tiles are suggested, not chosen here: tiled denoising of very large images can
+    /// exhaust host memory (on lavapipe, 4096x4096 with the default model in 1024 px
+    /// tiles passed 22 GB in its first step), so going that large is the user's call.
+    fn fit(&self, p: &GenerateParams) -> Result<(), PipelineError> {
+        let limit = {
+            let l = self.gpu.limits();
+            l.max_storage_buffer_binding_size.min(l.max_buffer_size)
+        };
+        let adapter = &self.gpu.adapter_info().name;
+        let (s, g) = (self.vae_scale(), self.granularity());
+        let elem = self.dtype.size_bytes() as u64;
+        let lc = self.unet.config().in_channels as u64;
+        let latent_bytes = |w: usize, h: usize| lc * (w / s) as u64 * (h / s) as u64 * elem;
+        let size = format!("{}x{}", p.width, p.height);
+        let latents = latent_bytes(p.width, p.height);
+        if latents > limit {
+            // The largest square whose latents fit, in steps of the granularity.
+            let side = ((limit / (lc * elem)) as f64).sqrt() as usize * s / g * g;
+            return Err(PipelineError::TooLarge(format!(
+                "{size} is too large for this adapter ({adapter}): its latents alone take {} \
+                 per buffer, above the adapter's limit of {}; the largest square it can \
+                 hold is about {side}x{side}",
+                human_bytes(latents),
+                human_bytes(limit)
+            )));
+        }
+        let batch = if p.cfg > 1.0 { 2 } else { 1 };
+        let pass = |w: usize, h: usize| {
+            let duplicated = batch * latent_bytes(w, h);
+            unet_binding_bytes(self.unet.config(), batch, h / s, w / s, elem).max(duplicated)
+        };
+        let (w, h) = (p.width, p.height);
+        let tile_pass = |t: usize| pass(t.min(w), t.min(h));
+        let hint = |from: usize| match largest_fitting_tile(g, from, |t| tile_pass(t) <= limit) {
+            Some(best) => format!("use --tile-size {best} (or less)"),
+            None => "no tile size fits; pick a smaller size".into(),
+        };
+        match p.tile_size {
+            Some(t) if t < w || t < h => {
+                let needed = tile_pass(t);
+                if needed > limit {
+                    return Err(PipelineError::TooLarge(format!(
+                        "a {t} px tile needs about {} per binding in one UNet pass, above this \
+                         adapter's limit of {} ({adapter}); {}",
+                        human_bytes(needed),
+                        human_bytes(limit),
+                        hint(t)
+                    )));
+                }
+            }
+            _ => {
+                let needed = pass(w, h);
+                if needed > limit {
+                    return Err(PipelineError::TooLarge(format!(
+                        "{size} needs about {} per binding in one UNet pass, above this \
+                         adapter's limit of {} ({adapter}); denoise it in tiles: {}",
+                        human_bytes(needed),
+                        human_bytes(limit),
+                        hint(w.max(h))
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self, p: &GenerateParams) -> Result<(SchedulerKind, usize, usize), PipelineError> {
         let g = self.granularity();
         for (name, v) in [("width", p.width), ("height", p.height)] {
@@ -392,9 +490,10 @@ impl StableDiffusion {
         on_step: &mut dyn FnMut(StepInfo) -> bool,
     ) -> Result<Image, PipelineError> {
         let (kind, lh, lw) = self.validate(p)?;
+        let sched = Scheduler::new(kind, &self.scheduler_config, p.steps)?;
+        self.fit(p)?;
         let (context, text_ms) = self.encode_prompt(p).await?;
         let started = web_time::Instant::now();
-        let sched = Scheduler::new(kind, &self.scheduler_config, p.steps)?;
         let lc = self.unet.config().in_channels;
         let n = lc * lh * lw;
         let mut rng = NoiseRng::new(p.seed);
@@ -431,6 +530,7 @@ impl StableDiffusion {
         let (kind, lh, lw) = self.validate(p)?;
         let mut sched = Scheduler::new(kind, &self.scheduler_config, p.steps)?;
         let begin = sched.begin_for_strength(p.strength)?;
+        self.fit(p)?;
         if init_rgba.len() != p.width * p.height * 4 {
             return Err(param(
                 "init_image",
@@ -823,6 +923,69 @@ impl StableDiffusion {
                 }
             }
         }
+    }
+}
+
+/// An upper estimate of the largest tensor, in bytes, that one UNet forward over `batch`
+/// latents of `lh` x `lw` binds: per resolution level, the wider of the transformer's
+/// GEGLU projection (8 x channels per pixel, where the level has attention) and the up
+/// block's skip concatenation (this level's channels plus its neighbour's). The text
+/// context and weights are small next to these at the sizes where this matters.
+pub fn unet_binding_bytes(
+    cfg: &fovea_models::UNetConfig,
+    batch: u64,
+    lh: usize,
+    lw: usize,
+    elem_bytes: u64,
+) -> u64 {
+    let ch = &cfg.block_out_channels;
+    let levels = ch.len();
+    let has_attn = |t: Option<&String>| t.is_some_and(|t| t.contains("Attn"));
+    (0..levels)
+        .map(|i| {
+            let (h, w) = (lh.div_ceil(1 << i) as u64, lw.div_ceil(1 << i) as u64);
+            let c = ch[i] as u64;
+            let deeper = ch[(i + 1).min(levels - 1)] as u64;
+            let shallower = ch[i.saturating_sub(1)] as u64;
+            let attn = has_attn(cfg.down_block_types.get(i))
+                || has_attn(cfg.up_block_types.get(levels - 1 - i))
+                || (i == levels - 1 && has_attn(cfg.mid_block_type.as_ref()));
+            let ff = if attn { 8 * c } else { 0 };
+            let per_pixel = ff.max(c + deeper).max(c + shallower);
+            batch * per_pixel * h * w * elem_bytes
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The largest multiple of `granularity` up to `start` for which `fits` holds.
+fn largest_fitting_tile(
+    granularity: usize,
+    start: usize,
+    fits: impl Fn(usize) -> bool,
+) -> Option<usize> {
+    let mut t = start / granularity * granularity;
+    while t >= granularity {
+        if fits(t) {
+            return Some(t);
+        }
+        t -= granularity;
+    }
+    None
+}
+
+/// Bytes for people: GiB, MiB or KiB, with a precision that keeps small limits legible.
+fn human_bytes(bytes: u64) -> String {
+    const KIB: f64 = 1024.0;
+    let b = bytes as f64;
+    if bytes >= 1 << 30 {
+        format!("{:.1} GiB", b / (KIB * KIB * KIB))
+    } else if bytes >= 10 << 20 {
+        format!("{:.0} MiB", b / (KIB * KIB))
+    } else if bytes >= 1 << 20 {
+        format!("{:.1} MiB", b / (KIB * KIB))
+    } else {
+        format!("{:.0} KiB", b / KIB)
     }
 }
 

@@ -306,3 +306,95 @@ fn an_in_memory_folder_gives_the_same_image() {
         "{e}"
     );
 }
+
+fn capped_gpu(bytes: u64) -> Gpu {
+    pollster::block_on(Gpu::new(GpuOptions {
+        max_binding_bytes: Some(bytes),
+        ..Default::default()
+    }))
+    .unwrap()
+}
+
+/// `unet_binding_bytes` must not underestimate: on an adapter capped at exactly its
+/// estimate for 32x32 (f32, guided), one UNet pass runs (no limit error), and twice
+/// the area is refused before any step.
+#[test]
+fn the_unet_binding_estimate_is_an_upper_bound() {
+    let p = GenerateParams {
+        width: 32,
+        height: 32,
+        steps: 1,
+        ..params()
+    };
+    let cfg: fovea_models::UNetConfig = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("tiny_pipeline/unet/config.json")).unwrap(),
+    )
+    .unwrap();
+    let estimate = fovea_pipeline::unet_binding_bytes(&cfg, 2, 16, 16, 4);
+    let small = capped_gpu(estimate);
+    let sd = load(&small, "tiny_pipeline", DType::F32);
+    sd.check(&p).unwrap();
+    let image = pollster::block_on(sd.txt2img(&p, None, &mut |_| true)).unwrap();
+    assert_eq!((image.width, image.height), (32, 32));
+    let e = sd.check(&GenerateParams { width: 64, ..p }).unwrap_err();
+    assert!(matches!(e, PipelineError::TooLarge(_)), "{e}");
+}
+
+/// Sizes over the adapter's binding limit, named in user terms before any work (capped
+/// at 512 KiB here): one pass too large gets the tile size that fits, a tile too large
+/// gets the smaller one, latents that do not fit at all get the largest size; tiles of
+/// the suggested size then run.
+#[test]
+fn sizes_over_the_binding_limit_are_refused_with_the_way_out() {
+    let small = capped_gpu(512 << 10);
+    let sd = load(&small, "tiny_pipeline", DType::F32);
+    let p = GenerateParams {
+        width: 64,
+        height: 64,
+        steps: 1,
+        ..params()
+    };
+    let e = sd.check(&p).unwrap_err().to_string();
+    for needle in [
+        "64x64 needs about 2.0 MiB per binding",
+        "limit of 512 KiB",
+        "--tile-size 32 (or less)",
+    ] {
+        assert!(e.contains(needle), "missing `{needle}`: {e}");
+    }
+    let e = sd
+        .check(&GenerateParams {
+            tile_size: Some(48),
+            ..p.clone()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("a 48 px tile") && e.contains("--tile-size 32 (or less)"),
+        "{e}"
+    );
+    let big = GenerateParams {
+        width: 512,
+        height: 512,
+        ..p.clone()
+    };
+    let e = sd.check(&big).unwrap_err().to_string();
+    assert!(
+        e.contains("512x512 is too large") && e.contains("latents") && e.contains("about 360x360"),
+        "{e}"
+    );
+    // The same refusal from txt2img itself, before any step runs.
+    let mut steps = 0;
+    let r = pollster::block_on(sd.txt2img(&big, None, &mut |_| {
+        steps += 1;
+        true
+    }));
+    assert!(matches!(r, Err(PipelineError::TooLarge(_))) && steps == 0);
+    let tiled = GenerateParams {
+        tile_size: Some(32),
+        ..p
+    };
+    sd.check(&tiled).unwrap();
+    let image = pollster::block_on(sd.txt2img(&tiled, None, &mut |_| true)).unwrap();
+    assert_eq!((image.width, image.height), (64, 64));
+}
