@@ -68,6 +68,9 @@ fn the_same_seed_gives_the_same_image_and_cancellation_stops() {
     assert_ne!(a.rgba, c.rgba);
     let e = pollster::block_on(sd.txt2img(&p, None, &mut |s| s.step < 2)).unwrap_err();
     assert!(matches!(e, PipelineError::Cancelled(2)), "{e}");
+    // A run cancelled part-way leaves the engine as it was: the next gives the same image.
+    let d = pollster::block_on(sd.txt2img(&p, None, &mut |_| true)).unwrap();
+    assert_eq!(a.rgba, d.rgba);
 }
 
 #[test]
