@@ -10,7 +10,9 @@ fn every_registered_variant_builds_on_this_adapter() {
     let mut built = 0;
     let mut skipped = Vec::new();
     for variant in fovea_shaders::all_variants() {
-        if variant.needs_f16() && !gpu.capabilities().shader_f16 {
+        if (variant.needs_f16() && !gpu.capabilities().shader_f16)
+            || (variant.needs_subgroups() && !gpu.capabilities().subgroups)
+        {
             skipped.push(variant.label());
             continue;
         }
@@ -27,7 +29,7 @@ fn every_registered_variant_builds_on_this_adapter() {
     }
     if !skipped.is_empty() {
         eprintln!(
-            "adapter `{}` has no shader-f16; skipped {skipped:?}",
+            "adapter `{}` lacks shader-f16 or subgroups; skipped {skipped:?}",
             gpu.adapter_info().name
         );
     }

@@ -20,6 +20,7 @@ pub fn check_source(
     label: &str,
     source: &str,
     dtype: Dtype,
+    subgroups: bool,
     skip: &[(Target, &'static str)],
 ) -> Result<Translated, String> {
     let module = naga::front::wgsl::parse_str(source)
@@ -27,6 +28,9 @@ pub fn check_source(
     let mut caps = Capabilities::empty();
     if dtype == Dtype::F16 {
         caps |= Capabilities::SHADER_FLOAT16;
+    }
+    if subgroups {
+        caps |= Capabilities::SUBGROUP;
     }
     let info = Validator::new(ValidationFlags::all(), caps)
         .validate(&module)
@@ -44,7 +48,7 @@ pub fn check_source(
         }
         let mut bytes = 0usize;
         for entry in &entry_points {
-            bytes += translate(&module, &info, target, entry, dtype).map_err(|e| {
+            bytes += translate(&module, &info, target, entry, dtype, subgroups).map_err(|e| {
                 format!(
                     "{label}: {} translation of `{entry}` failed: {e}",
                     target.name()
@@ -65,6 +69,7 @@ fn translate(
     target: Target,
     entry: &str,
     dtype: Dtype,
+    subgroups: bool,
 ) -> Result<usize, String> {
     let stage = naga::ShaderStage::Compute;
     match target {
@@ -98,8 +103,11 @@ fn translate(
             let options = hlsl::Options {
                 // Shader model 6.2 is the first with native 16-bit types; D3D12 adapters
                 // that report shader-f16 support it.
+                // Wave intrinsics (subgroups) need shader model 6.0.
                 shader_model: if dtype == Dtype::F16 {
                     hlsl::ShaderModel::V6_2
+                } else if subgroups {
+                    hlsl::ShaderModel::V6_0
                 } else {
                     hlsl::ShaderModel::V5_1
                 },
@@ -144,6 +152,7 @@ pub fn check_variant(variant: &Variant) -> Result<Translated, String> {
         &variant.label(),
         &source,
         variant.dtype,
+        variant.needs_subgroups(),
         &variant.unsupported_targets(),
     )
 }
@@ -154,7 +163,7 @@ pub fn check_file(path: &std::path::Path) -> Result<Translated, String> {
     let name = path.display().to_string();
     let source =
         fovea_shaders::preprocess(&text, &name, Dtype::F32, &[]).map_err(|e| e.to_string())?;
-    check_source(&name, &source, Dtype::F32, &[])
+    check_source(&name, &source, Dtype::F32, false, &[])
 }
 
 #[cfg(test)]
@@ -215,6 +224,6 @@ mod tests {
         let v = Variant::new("matmul", Dtype::F16, &[]).unwrap();
         let src = v.source().unwrap();
         // Validating an f16 module as if it were f32 must fail: the capability check is real.
-        assert!(check_source("f16-as-f32", &src, Dtype::F32, &[]).is_err());
+        assert!(check_source("f16-as-f32", &src, Dtype::F32, false, &[]).is_err());
     }
 }

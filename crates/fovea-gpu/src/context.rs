@@ -136,6 +136,12 @@ impl AdapterClass {
 pub enum MatmulKernel {
     /// `matmul.wgsl`: 64x64 tiles staged in workgroup memory (GPU class).
     Tiled,
+    /// `matmul_cpu.wgsl` with `SUBGROUP=0`: no workgroup memory, workgroup-uniform lhs
+    /// loads (software class without 8-lane subgroups: GL, SwiftShader).
+    CpuUniform,
+    /// `matmul_cpu.wgsl` with `SUBGROUP=1`: lhs rows shared by `subgroupBroadcast`
+    /// (software class with subgroups of exactly 8 lanes: lavapipe on AVX2).
+    CpuSubgroup,
 }
 
 impl MatmulKernel {
@@ -143,6 +149,8 @@ impl MatmulKernel {
     pub fn name(self) -> &'static str {
         match self {
             MatmulKernel::Tiled => "tiled",
+            MatmulKernel::CpuUniform => "cpu-uniform",
+            MatmulKernel::CpuSubgroup => "cpu-subgroup",
         }
     }
 }
@@ -162,11 +170,16 @@ pub struct KernelPlan {
 impl KernelPlan {
     /// The plan for `class` on a device with `caps` whose adapter reports `info`
     /// (subgroup sizes).
-    pub fn new(class: AdapterClass, _caps: Capabilities, _info: &wgpu::AdapterInfo) -> KernelPlan {
-        // Every class runs the same kernels until class-specific variants land.
+    pub fn new(class: AdapterClass, caps: Capabilities, info: &wgpu::AdapterInfo) -> KernelPlan {
+        let eight_lanes = info.subgroup_min_size == 8 && info.subgroup_max_size == 8;
+        let matmul = match class {
+            AdapterClass::Gpu | AdapterClass::GpuCoopMatrix => MatmulKernel::Tiled,
+            AdapterClass::Software if caps.subgroups && eight_lanes => MatmulKernel::CpuSubgroup,
+            AdapterClass::Software => MatmulKernel::CpuUniform,
+        };
         KernelPlan {
             class,
-            matmul: MatmulKernel::Tiled,
+            matmul,
             conv2d: MatmulKernel::Tiled,
         }
     }
@@ -341,6 +354,9 @@ pub struct GpuOptions {
     pub allow_timestamps: bool,
     /// Request cooperative matrix when available (experimental in wgpu).
     pub allow_cooperative_matrix: bool,
+    /// Request subgroup operations when available (set false to test the kernel
+    /// variants that adapters without them run).
+    pub allow_subgroups: bool,
     /// Cap fovea's storage-binding and buffer sizes below the adapter's, to behave as a
     /// smaller adapter would (e.g. the 128 MiB WebGPU default); `None` uses the adapter's.
     pub max_binding_bytes: Option<u64>,
@@ -356,6 +372,7 @@ impl Default for GpuOptions {
             allow_f16: true,
             allow_timestamps: true,
             allow_cooperative_matrix: true,
+            allow_subgroups: true,
             max_binding_bytes: None,
             adapter_class: None,
         }
@@ -433,6 +450,7 @@ impl Gpu {
         caps.timestamps &= options.allow_timestamps;
         caps.timestamps_inside_passes &= options.allow_timestamps;
         caps.cooperative_matrix &= options.allow_cooperative_matrix;
+        caps.subgroups &= options.allow_subgroups;
         let experimental = if caps.cooperative_matrix {
             // SAFETY: cooperative matrix is only used by kernels validated by
             // `cargo xtask shaders`; wgpu requires the explicit opt-in.

@@ -8,6 +8,7 @@ use bytemuck::{Pod, Zeroable};
 use fovea_shaders::Variant;
 
 use crate::batch::{Batch, Bind, Workgroups, spread_workgroups};
+use crate::context::MatmulKernel;
 use crate::error::{GpuError, Result};
 use crate::pipeline::PipelineKey;
 use crate::tensor::{DType, Tensor, fmt_shape};
@@ -532,11 +533,30 @@ impl Batch {
             alpha: opts.alpha,
             ..Zeroable::zeroed()
         };
-        let groups = [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32];
+        // The device's plan picks the kernel family; each has its own tile shape.
+        let (pipeline, groups) = match self.gpu().kernel_plan().matmul {
+            MatmulKernel::Tiled => (
+                key("matmul", dtype, &[], "matmul")?,
+                [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32],
+            ),
+            cpu @ (MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup) => (
+                key(
+                    "matmul_cpu",
+                    dtype,
+                    &[
+                        ("TRANS_A", opts.trans_a as u32),
+                        ("TRANS_B", opts.trans_b as u32),
+                        ("SUBGROUP", (cpu == MatmulKernel::CpuSubgroup) as u32),
+                    ],
+                    "matmul_cpu",
+                )?,
+                [n.div_ceil(16) as u32, m.div_ceil(8) as u32, batch as u32],
+            ),
+        };
         self.check_groups(OP, &format!("output {}", fmt_shape(&out_shape)), groups)?;
         let bias_bind = bias.map_or(Bind::Dummy, Bind::Tensor);
         let d = self.gpu().dispatch(
-            &key("matmul", dtype, &[], "matmul")?,
+            &pipeline,
             bytemuck::bytes_of(&params),
             &[
                 (1, Bind::Tensor(a)),

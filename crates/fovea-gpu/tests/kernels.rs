@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{checker, dtypes, expect_pass};
+use common::{checker, checker_on, class_gpus, dtypes, expect_pass};
 use fovea_gpu::{Activation, BinaryOp};
 use pollster::block_on;
 
@@ -60,7 +60,31 @@ fn geglu_matches_reference() {
 
 #[test]
 fn matmul_matches_reference_on_awkward_shapes() {
-    let mut c = checker();
+    for gpu in class_gpus() {
+        matmul_cases(&mut checker_on(gpu));
+    }
+}
+
+/// K long enough that a kernel whose inner loops llvmpipe did not unroll would run past
+/// its 65535-iteration budget (and leave outputs unwritten or partial).
+#[test]
+fn matmul_matches_reference_with_long_k() {
+    for gpu in class_gpus() {
+        let mut c = checker_on(gpu);
+        for dt in dtypes() {
+            expect_pass(
+                c.seed,
+                block_on(c.matmul(1, 9, 17, 8203, false, true, true, false, dt)),
+            );
+            expect_pass(
+                c.seed,
+                block_on(c.matmul(2, 11, 5, 4099, true, false, false, true, dt)),
+            );
+        }
+    }
+}
+
+fn matmul_cases(c: &mut fovea_gpu::selfcheck::Checker) {
     for dt in dtypes() {
         // (batch, m, n, k, trans_a, trans_b, bias, b_batched)
         let cases = [
@@ -275,5 +299,70 @@ fn windows_crop_and_accumulate() {
         let mut batch = g.batch();
         let e = batch.crop_window(&xt, 10, 0, 8, 8).unwrap_err();
         assert!(e.to_string().contains("window 8x8 at (10, 0)"), "{e}");
+    }
+}
+
+/// Not a check: wall-clock GFLOP/s of matmul and conv2d on every kernel family this
+/// adapter can run, in one process, for comparing variants
+/// (`cargo test -p fovea-gpu --test kernels kernel_family_speeds -- --ignored --nocapture`).
+#[test]
+#[ignore = "timing, not a check"]
+fn kernel_family_speeds() {
+    use fovea_gpu::{DType, MatmulOptions};
+    let fill = |gpu: &fovea_gpu::Gpu, shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        let data: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 2001) as f32 / 1000.0 - 1.0)
+            .collect();
+        gpu.upload_f32("x", shape, DType::F32, &data).unwrap()
+    };
+    let time = |gpu: &fovea_gpu::Gpu, run: &dyn Fn(&mut fovea_gpu::Batch)| {
+        let once = || {
+            let start = std::time::Instant::now();
+            let mut b = gpu.batch();
+            run(&mut b);
+            drop(b.submit().unwrap());
+            block_on(gpu.wait_idle()).unwrap();
+            start.elapsed().as_secs_f64()
+        };
+        once();
+        let mut runs: Vec<f64> = (0..3).map(|_| once()).collect();
+        runs.sort_by(f64::total_cmp);
+        runs[1]
+    };
+    for gpu in class_gpus() {
+        let plan = gpu.kernel_plan();
+        for (m, k, n, tb) in [
+            (512, 256, 256, false),
+            (1024, 1024, 1024, false),
+            (1024, 320, 320, true),
+        ] {
+            let a = fill(gpu, &[m, k]);
+            let w_shape = if tb { [n, k] } else { [k, n] };
+            let w = fill(gpu, &w_shape);
+            let opts = MatmulOptions {
+                trans_b: tb,
+                ..Default::default()
+            };
+            let s = time(gpu, &|b| drop(b.matmul(&a, &w, None, opts).unwrap()));
+            eprintln!(
+                "matmul {:<13} {m}x{k} @ {k}x{n}{}: {:.2} GFLOP/s",
+                plan.matmul.name(),
+                if tb { "^T" } else { "" },
+                2.0 * (m * k * n) as f64 / s / 1e9
+            );
+        }
+        for (c, hw, kernel) in [(64, 32, 3), (128, 32, 3), (128, 32, 1)] {
+            let x = fill(gpu, &[1, c, hw, hw]);
+            let w = fill(gpu, &[c, c, kernel, kernel]);
+            let s = time(gpu, &|b| {
+                drop(b.conv2d(&x, &w, None, 1, kernel / 2).unwrap())
+            });
+            eprintln!(
+                "conv2d {:<13} {c}x{hw}x{hw} k{kernel}: {:.2} GFLOP/s",
+                plan.conv2d.name(),
+                2.0 * (c * hw * hw * c * kernel * kernel) as f64 / s / 1e9
+            );
+        }
     }
 }

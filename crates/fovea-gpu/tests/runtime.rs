@@ -5,7 +5,7 @@
 mod common;
 
 use common::gpu;
-use fovea_gpu::{AttentionOptions, DType, Gpu, GpuError, GpuOptions, MatmulOptions};
+use fovea_gpu::{AttentionOptions, DType, Gpu, GpuError, GpuOptions, MatmulKernel, MatmulOptions};
 use pollster::block_on;
 
 fn zeros(shape: &[usize]) -> fovea_gpu::Tensor {
@@ -307,7 +307,13 @@ fn profiled_batches_time_each_op() {
         return;
     }
     let labels: Vec<&str> = timings.iter().map(|t| t.label.as_str()).collect();
-    assert_eq!(labels, ["matmul:f32/matmul", "elementwise:f32/unary"]);
+    // The label names the variant the device's kernel plan chose.
+    let matmul = match g.kernel_plan().matmul {
+        MatmulKernel::Tiled => "matmul:f32/matmul",
+        MatmulKernel::CpuUniform => "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=0/matmul_cpu",
+        MatmulKernel::CpuSubgroup => "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=1/matmul_cpu",
+    };
+    assert_eq!(labels, [matmul, "elementwise:f32/unary"]);
     assert!(
         timings
             .iter()

@@ -111,6 +111,26 @@ pub const MATMUL: Kernel = Kernel {
     define_sets: &[&[]],
 };
 
+/// Batched matmul for the software (CPU) adapter class: no workgroup memory, 8 rows x 16
+/// columns per 8-lane workgroup. `TRANS_A`/`TRANS_B` fix the stored layouts;
+/// `SUBGROUP=1` shares lhs values with `subgroupBroadcast` (needs subgroups of exactly
+/// 8 invocations), `SUBGROUP=0` loads them workgroup-uniformly (any adapter).
+pub const MATMUL_CPU: Kernel = Kernel {
+    name: "matmul_cpu",
+    source: kernel_source!("matmul_cpu"),
+    entry_points: &["matmul_cpu"],
+    define_sets: &[
+        &[("TRANS_A", 0), ("TRANS_B", 0), ("SUBGROUP", 0)],
+        &[("TRANS_A", 0), ("TRANS_B", 1), ("SUBGROUP", 0)],
+        &[("TRANS_A", 1), ("TRANS_B", 0), ("SUBGROUP", 0)],
+        &[("TRANS_A", 1), ("TRANS_B", 1), ("SUBGROUP", 0)],
+        &[("TRANS_A", 0), ("TRANS_B", 0), ("SUBGROUP", 1)],
+        &[("TRANS_A", 0), ("TRANS_B", 1), ("SUBGROUP", 1)],
+        &[("TRANS_A", 1), ("TRANS_B", 0), ("SUBGROUP", 1)],
+        &[("TRANS_A", 1), ("TRANS_B", 1), ("SUBGROUP", 1)],
+    ],
+};
+
 /// 2D convolution (implicit GEMM).
 pub const CONV2D: Kernel = Kernel {
     name: "conv2d",
@@ -172,6 +192,7 @@ pub const ATTENTION_HEADS: Kernel = Kernel {
 pub const KERNELS: &[&Kernel] = &[
     &ELEMENTWISE,
     &MATMUL,
+    &MATMUL_CPU,
     &CONV2D,
     &NORM,
     &LAYOUT,
@@ -299,6 +320,12 @@ impl Variant {
         self.dtype == Dtype::F16
     }
 
+    /// Whether the variant uses subgroup builtins (define `SUBGROUP` nonzero), which
+    /// need the adapter's subgroup feature.
+    pub fn needs_subgroups(&self) -> bool {
+        self.defines.iter().any(|&(n, v)| n == "SUBGROUP" && v != 0)
+    }
+
     /// Backends this variant cannot target, each with the reason. This is the single
     /// place where such exceptions are declared; `cargo xtask shaders` translates every
     /// variant to every other target and fails on any error.
@@ -309,6 +336,12 @@ impl Variant {
             out.push((
                 Target::Glsl,
                 "f16 storage: wgpu's GL backend has no shader-f16 (the f32 variant runs there)",
+            ));
+        }
+        if self.needs_subgroups() {
+            out.push((
+                Target::Glsl,
+                "subgroups: wgpu's GL backend has no SUBGROUP feature (the SUBGROUP=0 variant runs there)",
             ));
         }
         out

@@ -7,22 +7,57 @@
 use std::sync::OnceLock;
 
 use fovea_gpu::selfcheck::{Check, Checker};
-use fovea_gpu::{DType, Gpu, GpuOptions};
+use fovea_gpu::{AdapterClass, DType, Gpu, GpuOptions};
 
+fn open(options: GpuOptions) -> Gpu {
+    let gpu =
+        pollster::block_on(Gpu::new(options)).unwrap_or_else(|e| panic!("no GPU for tests: {e}"));
+    eprintln!(
+        "testing on {} ({:?}, {:?}), {:?}; {}",
+        gpu.adapter_info().name,
+        gpu.adapter_info().backend,
+        gpu.adapter_info().device_type,
+        gpu.capabilities(),
+        gpu.describe()
+    );
+    gpu
+}
+
+/// The adapter as detected (or as FOVEA_ADAPTER_CLASS forces it).
 pub fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
-    GPU.get_or_init(|| {
-        let gpu = pollster::block_on(Gpu::new(GpuOptions::default()))
-            .unwrap_or_else(|e| panic!("no GPU for tests: {e}"));
-        eprintln!(
-            "testing on {} ({:?}, {:?}), {:?}",
-            gpu.adapter_info().name,
-            gpu.adapter_info().backend,
-            gpu.adapter_info().device_type,
-            gpu.capabilities()
-        );
-        gpu
+    GPU.get_or_init(|| open(GpuOptions::default()))
+}
+
+/// One device per kernel family the tests must cover on any adapter: the GPU class,
+/// the software class, and the software class without subgroups (what GL and
+/// SwiftShader run). Kernel tests run their bodies on each.
+pub fn class_gpus() -> Vec<&'static Gpu> {
+    static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
+    GPUS.get_or_init(|| {
+        let forced = |class, allow_subgroups| {
+            open(GpuOptions {
+                adapter_class: Some(class),
+                allow_subgroups,
+                ..Default::default()
+            })
+        };
+        let mut gpus = vec![
+            forced(AdapterClass::Gpu, true),
+            forced(AdapterClass::Software, true),
+        ];
+        if gpus[1].capabilities().subgroups {
+            gpus.push(forced(AdapterClass::Software, false));
+        }
+        gpus
     })
+    .iter()
+    .collect()
+}
+
+/// A checker on `gpu` with this run's seed.
+pub fn checker_on(gpu: &Gpu) -> Checker {
+    Checker::new(gpu, seed())
 }
 
 /// f32 always; f16 where the adapter has shader-f16. An adapter without it (wgpu's GL

@@ -1,0 +1,175 @@
+// Batched matrix multiply for software adapters (lavapipe/llvmpipe, SwiftShader, WARP),
+// with the Params and bindings of matmul.wgsl:
+//   c[b] = alpha * op(a[b]) @ op(b[b]) + bias
+// There an invocation is one SIMD lane and a workgroup runs on one CPU thread, so this
+// kernel uses no workgroup memory and no barriers, and what counts is FMAs per loaded
+// value: lane-varying loads become one scalar load per lane. A workgroup of LANES
+// invocations computes ROWS rows x LANES * COLS columns; lane l owns the columns
+// col0 + l + LANES * j. Each k step loads the ROWS lhs values once for the whole
+// workgroup and COLS rhs values per lane, for ROWS * COLS FMAs per lane:
+//   SUBGROUP=0: the lhs values are workgroup-uniform loads (one scalar load each).
+//   SUBGROUP=1: subgroup lane i loads row i's value and subgroupBroadcast shares it
+//               (needs a subgroup of exactly LANES = ROWS = 8 invocations).
+// TRANS_A / TRANS_B fix the stored layouts at pipeline creation. Rows and columns past
+// the matrix are clamped for loading (no divergent branches around loads) and skipped
+// at the store. K is unrolled by 4 by hand: llvmpipe unrolls only loops of <= 32
+// iterations, hoists nothing out of loops, and ends an invocation's loops after 65535
+// iterations in total.
+
+const LANES: u32 = 8u;
+const ROWS: u32 = 8u;
+const COLS: u32 = 2u;
+const K_UNROLL: u32 = 4u;
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    batch: u32,
+    // Element strides between batch items; 0 reuses one matrix for every item.
+    a_batch_stride: u32,
+    b_batch_stride: u32,
+    c_batch_stride: u32,
+    // Row strides (leading dimensions) of the stored matrices.
+    lda: u32,
+    ldb: u32,
+    ldc: u32,
+    // Read from the TRANS_A / TRANS_B defines instead; kept for matmul.wgsl's layout.
+    trans_a: u32,
+    trans_b: u32,
+    // 1: add bias[n] to every row; 2: add bias[m] to every column.
+    bias_mode: u32,
+    alpha: f32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// lhs: (batch, M, K), or (batch, K, M) when TRANS_A
+@group(0) @binding(1) var<storage, read> lhs: array<elem>;
+// rhs: (batch, K, N), or (batch, N, K) when TRANS_B
+@group(0) @binding(2) var<storage, read> rhs: array<elem>;
+// bias: (N) or (M), per bias_mode; a dummy when bias_mode is 0
+@group(0) @binding(3) var<storage, read> bias: array<elem>;
+// out: (batch, M, N)
+@group(0) @binding(4) var<storage, read_write> out: array<elem>;
+
+// Operand offsets at k = 0: SUBGROUP=1 keeps this lane's row, SUBGROUP=0 all ROWS rows.
+#if SUBGROUP
+alias LhsOffsets = u32;
+#else
+alias LhsOffsets = array<u32, ROWS>;
+#endif
+alias Acc = array<array<f32, COLS>, ROWS>;
+
+// The ROWS lhs values of one k step (a_k = k times the k step).
+fn lhs_values(a_off: LhsOffsets, a_k: u32) -> array<f32, ROWS> {
+    var a: array<f32, ROWS>;
+#if SUBGROUP
+    let mine = f32(lhs[a_off + a_k]);
+    a[0] = subgroupBroadcast(mine, 0u);
+    a[1] = subgroupBroadcast(mine, 1u);
+    a[2] = subgroupBroadcast(mine, 2u);
+    a[3] = subgroupBroadcast(mine, 3u);
+    a[4] = subgroupBroadcast(mine, 4u);
+    a[5] = subgroupBroadcast(mine, 5u);
+    a[6] = subgroupBroadcast(mine, 6u);
+    a[7] = subgroupBroadcast(mine, 7u);
+#else
+    for (var i = 0u; i < ROWS; i++) {
+        a[i] = f32(lhs[a_off[i] + a_k]);
+    }
+#endif
+    return a;
+}
+
+// One k step: this lane's COLS rhs values times the ROWS lhs values.
+fn k_step(acc: ptr<function, Acc>, a_off: LhsOffsets, b_off: array<u32, COLS>, a_k: u32, b_k: u32) {
+    let a = lhs_values(a_off, a_k);
+    var b: array<f32, COLS>;
+    for (var j = 0u; j < COLS; j++) {
+        b[j] = f32(rhs[b_off[j] + b_k]);
+    }
+    for (var i = 0u; i < ROWS; i++) {
+        for (var j = 0u; j < COLS; j++) {
+            (*acc)[i][j] = fma(a[i], b[j], (*acc)[i][j]);
+        }
+    }
+}
+
+@compute @workgroup_size(8)
+fn matmul_cpu(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+#if SUBGROUP
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+#endif
+) {
+    let batch = wg.z;
+    let row0 = wg.y * ROWS;
+    let col0 = wg.x * (LANES * COLS);
+    let a_base = batch * params.a_batch_stride;
+    let b_base = batch * params.b_batch_stride;
+    let last_row = params.m - 1u;
+    let last_col = params.n - 1u;
+
+    // Element offsets of the operands at k = 0, and their steps per k.
+#if TRANS_A
+    let a_step = params.lda;
+    let a_row_stride = 1u;
+#else
+    let a_step = 1u;
+    let a_row_stride = params.lda;
+#endif
+#if TRANS_B
+    let b_step = 1u;
+    let b_col_stride = params.ldb;
+#else
+    let b_step = params.ldb;
+    let b_col_stride = 1u;
+#endif
+#if SUBGROUP
+    let a_off = a_base + min(row0 + sg_lane, last_row) * a_row_stride;
+#else
+    var a_off: LhsOffsets;
+    for (var i = 0u; i < ROWS; i++) {
+        a_off[i] = a_base + min(row0 + i, last_row) * a_row_stride;
+    }
+#endif
+    var b_off: array<u32, COLS>;
+    for (var j = 0u; j < COLS; j++) {
+        b_off[j] = b_base + min(col0 + lane + LANES * j, last_col) * b_col_stride;
+    }
+
+    var acc: Acc;
+    let k_main = params.k - params.k % K_UNROLL;
+    var k = 0u;
+    for (; k < k_main; k += K_UNROLL) {
+        for (var kk = 0u; kk < K_UNROLL; kk++) {
+            k_step(&acc, a_off, b_off, (k + kk) * a_step, (k + kk) * b_step);
+        }
+    }
+    for (; k < params.k; k++) {
+        k_step(&acc, a_off, b_off, k * a_step, k * b_step);
+    }
+
+    let c_base = batch * params.c_batch_stride;
+    for (var i = 0u; i < ROWS; i++) {
+        let row = row0 + i;
+        if row >= params.m {
+            break;
+        }
+        for (var j = 0u; j < COLS; j++) {
+            let col = col0 + lane + LANES * j;
+            if col < params.n {
+                var v = params.alpha * acc[i][j];
+                if params.bias_mode == 1u {
+                    v += f32(bias[col]);
+                } else if params.bias_mode == 2u {
+                    v += f32(bias[row]);
+                }
+                out[c_base + row * params.ldc + col] = elem(v);
+            }
+        }
+    }
+}
