@@ -155,6 +155,7 @@ async function start() {
   }
   try {
     engine = await wasm.Engine.create(!query.has("f32"));
+    window.fovea.engine = engine; // for scripts and the end-to-end test
   } catch (e) {
     noWebGpu("the engine could not open the GPU adapter.", errorText(e));
     return;
@@ -254,8 +255,17 @@ async function loadServedModel(name) {
     const folder = await loadServed(name, manifest, { onProgress: (p) => downloadProgress(p, "Fetched") });
     await installModel(name, folder);
   } catch (e) {
+    restoreModelSelect();
     reportError(e, `loading ${name}`);
   }
+}
+
+/** After a failed load: the picker shows the model that is still loaded. */
+function restoreModelSelect() {
+  const select = $("model-select");
+  const current = state.modelName && [...select.options].find((o) => o.value === `served:${state.modelName}`);
+  if (current) select.value = current.value;
+  else if (state.modelName) select.value = "folder";
 }
 
 async function loadFolder(fileList) {
@@ -263,12 +273,13 @@ async function loadFolder(fileList) {
   $("download-label").textContent = "Reading";
   try {
     const folder = await loadPicked(fileList, { onProgress: (p) => downloadProgress(p, "Read") });
+    await installModel(folder.origin, folder);
     const select = $("model-select");
     const opt = [...select.options].find((o) => o.value === "folder");
     opt.textContent = `Folder: ${folder.origin}`;
     select.value = "folder";
-    await installModel(folder.origin, folder);
   } catch (e) {
+    restoreModelSelect();
     reportError(e, "loading the folder");
   }
 }
@@ -282,10 +293,15 @@ async function installModel(name, folder) {
   const fixed = stats.refetched ? `; ${stats.refetched} corrupt cached file(s) fetched again` : "";
   $("download-text").textContent = `${formatBytes(stats.bytes)} in ${formatMs(stats.ms)}${cached}${fixed}`;
   setStatus("loading", `Preparing ${name} on the GPU…`);
-  state.model = null;
   await nextFrame(); // let the status paint: loadModel blocks while it uploads
-  const info = engine.loadModel(folder.origin, folder.model, query.has("f32"));
-  folder.model.clear();
+  // The engine keeps the model it has when the new one does not load, and so does the
+  // page (the gallery and the form stay as they are).
+  let info;
+  try {
+    info = engine.loadModel(folder.origin, folder.model, query.has("f32"));
+  } finally {
+    folder.model.clear();
+  }
   state.model = info;
   state.modelName = name;
   state.load = stats;

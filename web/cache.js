@@ -57,6 +57,17 @@ async function mismatch(bytes, expected) {
  * allocated once from the expected size, so a large file is not copied again at the end.
  */
 async function download(url, expectedSize, onProgress, signal) {
+  try {
+    return await downloadOnce(url, expectedSize, onProgress, signal);
+  } catch (e) {
+    if (e.name === "AbortError" || String(e.message).startsWith(url)) throw e;
+    // fetch() rejects with a bare "Failed to fetch" when the connection drops: name the
+    // file and what to do.
+    throw new Error(`${url}: the download failed (${e.message ?? e}); check the connection and try again`);
+  }
+}
+
+async function downloadOnce(url, expectedSize, onProgress, signal) {
   const res = await fetch(url, { signal, cache: "no-store" });
   if (!res.ok) throw new Error(`${url}: HTTP ${res.status} ${res.statusText}`);
   if (!res.body) {

@@ -10,7 +10,10 @@
 //    the native engine's (`fovea generate --f32`) within MAX_LEVEL_DIFF levels; the
 //    canvas shows exactly the engine's pixels.
 // 3. Generates again with pruning and checks the figures, the heat map and the gallery.
-//    Starts a third run and cancels it after its first step.
+//    Starts a third run and cancels it after its first step. Misuse: an absurd width, a
+//    second generate() while one runs, a picked folder that is not a diffusers folder, an
+//    aborted download: each gets a message naming the problem; the gallery and the loaded
+//    model survive.
 // 4. Reloads: the weights come from the cache; corrupts a cached file and reloads: it is
 //    fetched again and the model still loads.
 // 5. Checks the page at a 360px-wide viewport does not scroll sideways, and that `/`
@@ -380,6 +383,76 @@ async function main() {
         (await page.locator("#gallery .thumb").count()) === 2 && (await page.textContent("#generate")).trim() === "Generate",
       `${afterCancel}: ${cancelText}`,
     );
+
+    // ---- misuse: each gets a message naming the problem, the gallery survives, and the
+    // loaded model keeps working
+    const galleryCount = () => page.locator("#gallery .thumb").count();
+    await fillSettings(page, { prune: false });
+    await page.fill("#width", "16384");
+    await page.click("#generate");
+    const [sizeState, sizeText] = await waitForState(page, ["error", "done", "idle"], 60_000);
+    check(
+      "an absurd width is refused before any work, naming the field and the limit",
+      sizeState === "error" && /Width/.test(sizeText) && /4096/.test(sizeText) && (await galleryCount()) === 2 &&
+        (await page.isEnabled("#generate")),
+      `${sizeState}: ${sizeText}`,
+    );
+    await fillSettings(page, { prune: false });
+
+    await page.click("#generate");
+    const second = await page.evaluate(() =>
+      window.fovea.engine
+        .generate({ prompt: "again", steps: 1, width: 16, height: 16 })
+        .then(() => "a second generation ran", (e) => e.message ?? String(e)),
+    );
+    await page.waitForFunction(() => window.fovea.state.step?.step >= 1, null, { timeout: 300_000 });
+    await page.click("#generate"); // Cancel
+    const [afterSecond] = await waitForState(page, ["idle", "done", "error"], 300_000);
+    check(
+      "a second generate while one runs is refused with a message, and the first run is unharmed",
+      /already running/.test(second) && afterSecond === "idle" && (await galleryCount()) === 2,
+      `${second}; then ${afterSecond}`,
+    );
+
+    const bogus = join(OUT, "not-a-model");
+    rmSync(bogus, { recursive: true, force: true });
+    mkdirSync(join(bogus, "unet"), { recursive: true });
+    writeFileSync(join(bogus, "model_index.json"), "{}\n");
+    writeFileSync(join(bogus, "unet", "config.json"), "{ this is not json\n");
+    writeFileSync(join(bogus, "unet", "diffusion_pytorch_model.safetensors"), "not safetensors either");
+    await page.setInputFiles("#folder-input", bogus);
+    const [bogusState, bogusText] = await waitForState(page, ["error", "idle"], 120_000);
+    const stillThere = await page.evaluate(() =>
+      window.fovea.engine
+        .generate({ prompt: "still here", steps: 1, width: 16, height: 16 })
+        .then((r) => `${r.width}x${r.height}`, (e) => `failed: ${e.message ?? e}`),
+    );
+    check(
+      "a picked folder that is not a diffusers folder gets a message naming the file; the loaded model still generates",
+      bogusState === "error" && /not-a-model\//.test(bogusText) && stillThere === "16x16" &&
+        (await galleryCount()) === 2 && (await page.evaluate(() => window.fovea.state.modelName)) === "tiny-test" &&
+        (await page.isEnabled("#generate")),
+      `${bogusState}: ${bogusText}; engine afterwards: ${stillThere}`,
+    );
+
+    const canSwitch = await page.evaluate(() =>
+      [...document.querySelectorAll("#model-select option")].some((o) => o.value === "served:fovea-tiny" && !o.disabled),
+    );
+    if (canSwitch) {
+      await page.route("**/models/fovea-tiny/unet/**", (route) => route.abort("connectionreset"));
+      await page.selectOption("#model-select", "served:fovea-tiny");
+      const [abortState, abortText] = await waitForState(page, ["error", "idle"], 300_000);
+      await page.unroute("**/models/fovea-tiny/unet/**");
+      check(
+        "an aborted download names the file; the loaded model, the picker and the gallery stay",
+        abortState === "error" && /unet\//.test(abortText) && /download failed/.test(abortText) &&
+          (await page.evaluate(() => window.fovea.state.modelName)) === "tiny-test" &&
+          (await page.inputValue("#model-select")) === "served:tiny-test" && (await galleryCount()) === 2 &&
+          (await page.isEnabled("#generate")),
+        `${abortState}: ${abortText}`,
+      );
+    }
+    await page.screenshot({ path: join(OUT, "page-misuse.png"), fullPage: true });
 
     // ---- phone width
     await page.setViewportSize({ width: 360, height: 780 });

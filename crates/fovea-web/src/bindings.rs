@@ -21,6 +21,18 @@ struct Inner {
     gpu: Gpu,
     model: RefCell<Option<StableDiffusion>>,
     cancel: Cell<bool>,
+    /// A generation is running (the page's UI prevents a second one; this refuses a
+    /// second call from script, which would interleave with the first at its awaits).
+    busy: Cell<bool>,
+}
+
+/// Clears the busy flag when a generation ends, however it ends.
+struct Idle<'a>(&'a Cell<bool>);
+
+impl Drop for Idle<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
 }
 
 /// The engine on the page's WebGPU adapter.
@@ -78,6 +90,7 @@ impl Engine {
             inner: Rc::new(Inner {
                 gpu,
                 model: RefCell::new(None),
+                busy: Cell::new(false),
                 cancel: Cell::new(false),
             }),
         })
@@ -103,7 +116,8 @@ impl Engine {
 
     /// Loads a diffusers folder from `files` (a Map of relative path -> Uint8Array; the
     /// bytes are copied into the engine). `origin` names the folder in errors. Uses f16
-    /// when the adapter has it unless `force_f32`.
+    /// when the adapter has it unless `force_f32`. When the folder does not load, the
+    /// model loaded before stays.
     #[wasm_bindgen(js_name = loadModel)]
     pub fn load_model(
         &self,
@@ -116,7 +130,6 @@ impl Engine {
             .model
             .try_borrow_mut()
             .map_err(|_| js_err("a generation is running; cancel it before loading a model"))?;
-        *slot = None;
         let folder = collect_files(origin, files)?;
         let dtype = if self.inner.gpu.capabilities().shader_f16 && !force_f32 {
             DType::F16
@@ -157,6 +170,13 @@ impl Engine {
         wasm_bindgen_futures::future_to_promise(async move {
             let web: WebParams = serde_wasm_bindgen::from_value(params)
                 .map_err(|e| js_err(format!("generate parameters: {e}")))?;
+            if inner.busy.replace(true) {
+                return Err(js_err(
+                    "a generation is already running: wait for it to finish, or cancel it",
+                )
+                .into());
+            }
+            let _idle = Idle(&inner.busy);
             let model = inner
                 .model
                 .try_borrow()
