@@ -483,7 +483,11 @@ impl Gpu {
         let lost = Arc::new(Mutex::new(None));
         let lost_sink = lost.clone();
         device.set_device_lost_callback(move |reason, message| {
-            *lost_sink.lock().unwrap() = Some(format!("{reason:?}: {message}"));
+            *lost_sink.lock().unwrap() = Some(if message.is_empty() {
+                format!("{reason:?}")
+            } else {
+                format!("{reason:?}: {message}")
+            });
         });
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("fovea.dummy"),

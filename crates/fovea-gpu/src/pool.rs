@@ -161,7 +161,7 @@ pub(crate) fn create_with_data(
     pool: &Arc<Mutex<BufferPool>>,
     data: &[u8],
     label: &str,
-) -> PooledBuffer {
+) -> Result<PooledBuffer, String> {
     let size = bucket_size(data.len() as u64);
     let buffer = device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
@@ -170,10 +170,11 @@ pub(crate) fn create_with_data(
         mapped_at_creation: true,
     });
     {
+        // Fails only when the buffer is invalid: a lost device, or out of memory.
         let mut view = buffer
             .slice(..)
             .get_mapped_range_mut()
-            .expect("a buffer mapped at creation can be viewed");
+            .map_err(|e| format!("buffer `{label}` ({size} bytes) could not be mapped: {e}"))?;
         // The tail past `data` is already zero: mapped-at-creation memory starts zeroed.
         view.slice(..data.len()).copy_from_slice(data);
     }
@@ -181,11 +182,11 @@ pub(crate) fn create_with_data(
     let mut p = pool.lock().unwrap();
     p.note_created(size);
     p.note_in_use(size);
-    PooledBuffer {
+    Ok(PooledBuffer {
         buffer: Some(buffer),
         size,
         pool: Arc::downgrade(pool),
-    }
+    })
 }
 
 #[cfg(test)]

@@ -148,6 +148,24 @@ fn checked_bytes(op: &'static str, shape: &[usize], dtype: DType) -> Result<u64>
 }
 
 impl Gpu {
+    /// `Err(DeviceLost)` once the device is gone (its lost callback has fired).
+    pub(crate) fn fail_if_lost(&self) -> Result<()> {
+        match self.inner.lost.lock().unwrap().clone() {
+            Some(reason) => Err(GpuError::DeviceLost(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// `err`, unless the device turns out to be lost: a resource that cannot be made is
+    /// most often the first sign of that, and its lost callback runs on the next poll.
+    pub(crate) fn lost_or(&self, err: GpuError) -> GpuError {
+        let _ = self.inner.device.poll(wgpu::PollType::Poll);
+        match self.fail_if_lost() {
+            Err(lost) => lost,
+            Ok(()) => err,
+        }
+    }
+
     fn check_dtype(&self, op: &'static str, dtype: DType) -> Result<()> {
         if dtype == DType::F16 && !self.capabilities().shader_f16 {
             return Err(GpuError::Dtype {
@@ -200,7 +218,14 @@ impl Gpu {
             &format!("tensor `{label}` {}", fmt_shape(shape)),
             expected,
         )?;
-        let buf = pool::create_with_data(&self.inner.device, &self.inner.pool, bytes, label);
+        self.fail_if_lost()?;
+        let buf = pool::create_with_data(&self.inner.device, &self.inner.pool, bytes, label)
+            .map_err(|message| {
+                self.lost_or(GpuError::Upload {
+                    label: label.to_string(),
+                    message,
+                })
+            })?;
         Ok(Tensor {
             shape: shape.to_vec(),
             dtype,
