@@ -13,7 +13,8 @@
 //    Starts a third run and cancels it after its first step. Misuse: an absurd width, a
 //    second generate() while one runs, a picked folder that is not a diffusers folder, an
 //    aborted download: each gets a message naming the problem; the gallery and the loaded
-//    model survive.
+//    model survive. A lost device (engine.simulateDeviceLoss) gets a message and a
+//    Reload button; after the reload the engine generates again.
 // 4. Reloads: the weights come from the cache; corrupts a cached file and reloads: it is
 //    fetched again and the model still loads.
 // 5. Checks the page at a 360px-wide viewport does not scroll sideways, and that `/`
@@ -462,11 +463,32 @@ async function main() {
     await page.screenshot({ path: join(OUT, "page-360.png"), fullPage: true });
     await page.setViewportSize({ width: 1200, height: 1000 });
 
+    // ---- a lost device (Device::destroy): a clear message and a Reload button; after
+    // the reload the engine generates again
+    await fillSettings(page, { prune: false });
+    await page.evaluate(() => window.fovea.engine.simulateDeviceLoss());
+    await page.click("#generate");
+    const [lostState, lostText] = await waitForState(page, ["error", "done", "idle"], 300_000);
+    const lostBanner = (await page.isVisible("#banner")) ? await page.textContent("#banner") : "";
+    check(
+      "a lost device gets a message saying so and a Reload button; the gallery stays",
+      lostState === "error" && /lost/i.test(lostText) && /lost/i.test(lostBanner) && (await page.isVisible("#reload")) &&
+        (await galleryCount()) === 2,
+      `${lostState}: ${lostText} | banner: ${lostBanner.trim()}`,
+    );
+    await page.screenshot({ path: join(OUT, "device-lost.png"), fullPage: true });
+
     // ---- the weights cache: a reload reads it; a corrupt entry is fetched again
     await timed("reload (weights from the cache)", async () => {
-      await page.reload();
+      await page.click("#reload");
       await waitForState(page, ["idle"], 180_000);
     });
+    const recovered = await page.evaluate(() =>
+      window.fovea.engine
+        .generate({ prompt: "after the reload", steps: 1, width: 16, height: 16 })
+        .then((r) => `${r.width}x${r.height}`, (e) => `failed: ${e.message ?? e}`),
+    );
+    check("after the reload the engine generates again", recovered === "16x16", recovered);
     const cached = await page.evaluate(() => window.fovea.state.load);
     check("a reload takes every weight file from the cache", cached.fromCache === cached.files && cached.refetched === 0, JSON.stringify(cached));
     const corrupted = await page.evaluate(async () => {

@@ -209,6 +209,13 @@ impl Engine {
         })
     }
 
+    /// Destroys the GPU device, as a driver reset or the browser reclaiming the GPU
+    /// would: for tests of the lost-device path (the page then asks for a reload).
+    #[wasm_bindgen(js_name = simulateDeviceLoss)]
+    pub fn simulate_device_loss(&self) {
+        self.inner.gpu.device().destroy();
+    }
+
     /// Asks the running generation to stop after its current step.
     pub fn cancel(&self) {
         self.inner.cancel.set(true);
