@@ -131,16 +131,19 @@ impl AdapterClass {
     }
 }
 
-/// Which matmul kernel family a device runs (every one has the same interface).
+/// Which GEMM-shaped kernel family a device runs for matmul and for conv2d (the families
+/// of one op share its interface).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulKernel {
-    /// `matmul.wgsl`: 64x64 tiles staged in workgroup memory (GPU class).
+    /// `matmul.wgsl` / `conv2d.wgsl`: 64x64 tiles staged in workgroup memory (GPU
+    /// class; conv2d kernels other than 1x1 and 3x3 on every class).
     Tiled,
-    /// `matmul_cpu.wgsl` with `SUBGROUP=0`: no workgroup memory, workgroup-uniform lhs
-    /// loads (software class without 8-lane subgroups: GL, SwiftShader).
+    /// `matmul_cpu.wgsl` / `conv2d_cpu.wgsl` with `SUBGROUP=0`: no workgroup memory,
+    /// workgroup-uniform loads (software class without 8-lane subgroups: GL, SwiftShader).
     CpuUniform,
-    /// `matmul_cpu.wgsl` with `SUBGROUP=1`: lhs rows shared by `subgroupBroadcast`
-    /// (software class with subgroups of exactly 8 lanes: lavapipe on AVX2).
+    /// `matmul_cpu.wgsl` / `conv2d_cpu.wgsl` with `SUBGROUP=1`: operands shared by
+    /// `subgroupBroadcast` (software class with subgroups of exactly 8 lanes: lavapipe
+    /// on AVX2).
     CpuSubgroup,
 }
 
@@ -163,7 +166,7 @@ pub struct KernelPlan {
     pub class: AdapterClass,
     /// Matmul and linear.
     pub matmul: MatmulKernel,
-    /// 2D convolution.
+    /// 2D convolution with 1x1 and 3x3 kernels.
     pub conv2d: MatmulKernel,
 }
 
@@ -180,7 +183,7 @@ impl KernelPlan {
         KernelPlan {
             class,
             matmul,
-            conv2d: MatmulKernel::Tiled,
+            conv2d: matmul,
         }
     }
 

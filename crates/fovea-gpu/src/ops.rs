@@ -696,15 +696,39 @@ impl Batch {
             has_bias: bias.is_some() as u32,
             _pad: [0; 3],
         };
-        let groups = [
-            (h_out * w_out).div_ceil(64) as u32,
-            ws[0].div_ceil(64) as u32,
-            xs[0] as u32,
-        ];
+        // The device's plan picks the kernel family; the CPU kernels cover the square
+        // 1x1 and 3x3 kernels (all of Stable Diffusion's), the tiled one everything.
+        let square = ws[2] == ws[3] && (ws[2] == 1 || ws[2] == 3);
+        let (pipeline, groups) = match self.gpu().kernel_plan().conv2d {
+            cpu @ (MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup) if square => (
+                key(
+                    "conv2d_cpu",
+                    dtype,
+                    &[
+                        ("KSIZE", ws[2] as u32),
+                        ("SUBGROUP", (cpu == MatmulKernel::CpuSubgroup) as u32),
+                    ],
+                    "conv2d_cpu",
+                )?,
+                [
+                    (h_out * w_out).div_ceil(16) as u32,
+                    ws[0].div_ceil(8) as u32,
+                    xs[0] as u32,
+                ],
+            ),
+            _ => (
+                key("conv2d", dtype, &[], "conv2d")?,
+                [
+                    (h_out * w_out).div_ceil(64) as u32,
+                    ws[0].div_ceil(64) as u32,
+                    xs[0] as u32,
+                ],
+            ),
+        };
         self.check_groups(OP, &format!("output {}", fmt_shape(&out_shape)), groups)?;
         let bias_bind = bias.map_or(Bind::Dummy, Bind::Tensor);
         let d = self.gpu().dispatch(
-            &key("conv2d", dtype, &[], "conv2d")?,
+            &pipeline,
             bytemuck::bytes_of(&params),
             &[
                 (1, Bind::Tensor(x)),

@@ -107,7 +107,12 @@ fn matmul_cases(c: &mut fovea_gpu::selfcheck::Checker) {
 
 #[test]
 fn conv2d_matches_reference_for_sd_kernel_shapes() {
-    let mut c = checker();
+    for gpu in class_gpus() {
+        conv2d_cases(&mut checker_on(gpu));
+    }
+}
+
+fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker) {
     for dt in dtypes() {
         // (n, c_in, h, w, c_out, kernel, stride, pad, bias)
         let cases = [
@@ -117,6 +122,11 @@ fn conv2d_matches_reference_for_sd_kernel_shapes() {
             (1, 70, 9, 7, 65, 1, 1, 0, true),  // 1x1 projection, channels past a tile
             (1, 5, 6, 6, 3, 3, 2, 0, true),    // stride 2 without padding
             (1, 33, 12, 12, 17, 3, 1, 1, true),
+            (2, 9, 5, 7, 11, 1, 1, 0, false), // 1x1, batch 2, pixels < one lane tile
+            (1, 3, 7, 6, 4, 2, 1, 0, true),   // 2x2: the tiled kernel on every class
+            // 7400 input channels: 66600 taps, past llvmpipe's 65535-iteration loop
+            // budget per invocation if the taps ran as a loop
+            (1, 7400, 2, 2, 3, 3, 1, 1, true),
         ];
         for (n, ci, h, w, co, k, s, p, b) in cases {
             expect_pass(c.seed, block_on(c.conv2d(n, ci, h, w, co, k, s, p, b, dt)));

@@ -131,6 +131,21 @@ pub const MATMUL_CPU: Kernel = Kernel {
     ],
 };
 
+/// 2D convolution for the software (CPU) adapter class, shaped as [`MATMUL_CPU`]: 8
+/// output channels x 16 pixels per 8-lane workgroup, square kernels of `KSIZE` 1 or 3
+/// (taps unrolled), `SUBGROUP` as in [`MATMUL_CPU`].
+pub const CONV2D_CPU: Kernel = Kernel {
+    name: "conv2d_cpu",
+    source: kernel_source!("conv2d_cpu"),
+    entry_points: &["conv2d_cpu"],
+    define_sets: &[
+        &[("KSIZE", 1), ("SUBGROUP", 0)],
+        &[("KSIZE", 3), ("SUBGROUP", 0)],
+        &[("KSIZE", 1), ("SUBGROUP", 1)],
+        &[("KSIZE", 3), ("SUBGROUP", 1)],
+    ],
+};
+
 /// 2D convolution (implicit GEMM).
 pub const CONV2D: Kernel = Kernel {
     name: "conv2d",
@@ -194,6 +209,7 @@ pub const KERNELS: &[&Kernel] = &[
     &MATMUL,
     &MATMUL_CPU,
     &CONV2D,
+    &CONV2D_CPU,
     &NORM,
     &LAYOUT,
     &TIMESTEP,

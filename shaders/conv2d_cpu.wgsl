@@ -1,0 +1,190 @@
+// 2D convolution for software adapters (lavapipe/llvmpipe, SwiftShader, WARP), with the
+// Params and bindings of conv2d.wgsl: NCHW input, weights (C_out, C_in, KSIZE, KSIZE).
+// An implicit GEMM like conv2d.wgsl's, shaped as matmul_cpu.wgsl for CPUs: no workgroup
+// memory, no barriers; a workgroup of LANES invocations computes ROWS output channels x
+// LANES * COLS output pixels (lane l owns pixels pix0 + l + LANES * j). Each (input
+// channel, tap) step loads the ROWS weights once for the workgroup and COLS input values
+// per lane, for ROWS * COLS FMAs per lane:
+//   SUBGROUP=0: the weights are workgroup-uniform loads.
+//   SUBGROUP=1: subgroup lane i loads output channel i's weight and subgroupBroadcast
+//               shares it (needs a subgroup of exactly LANES = ROWS = 8 invocations);
+//               faster on lavapipe, where uniform loads in loops are not cheap.
+// KSIZE (1 or 3) is fixed at pipeline creation and the taps are written out (lavapipe
+// ran a 9-iteration tap loop as a loop, at about a quarter of the speed). Each lane
+// works out its pixels' top-left input row and column once, outside the channel loop
+// (llvmpipe hoists nothing). Padded taps load a clamped in-bounds element and select 0,
+// so no branch surrounds a load.
+
+const LANES: u32 = 8u;
+const ROWS: u32 = 8u;
+const COLS: u32 = 2u;
+const TAPS: u32 = KSIZE * KSIZE;
+// Input channels per loop iteration: 4 for 1x1 (as matmul_cpu's K), 1 for 3x3 (its 9
+// taps are enough work per iteration).
+const C_UNROLL: u32 = (4u + TAPS - 1u) / TAPS;
+
+struct Params {
+    batch: u32,
+    c_in: u32,
+    h_in: u32,
+    w_in: u32,
+    c_out: u32,
+    h_out: u32,
+    w_out: u32,
+    // Equal to KSIZE (the host picks the variant by it).
+    kernel_h: u32,
+    kernel_w: u32,
+    stride: u32,
+    pad_top: u32,
+    pad_left: u32,
+    has_bias: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// input: (N, C_in, H_in, W_in)
+@group(0) @binding(1) var<storage, read> input: array<elem>;
+// weight: (C_out, C_in, KSIZE, KSIZE)
+@group(0) @binding(2) var<storage, read> weight: array<elem>;
+// bias: (C_out); a dummy when has_bias is 0
+@group(0) @binding(3) var<storage, read> bias: array<elem>;
+// out: (N, C_out, H_out, W_out)
+@group(0) @binding(4) var<storage, read_write> out: array<elem>;
+
+#if SUBGROUP
+alias WeightOffsets = u32;
+#else
+alias WeightOffsets = array<u32, ROWS>;
+#endif
+alias Acc = array<array<f32, COLS>, ROWS>;
+
+// Per invocation, set once before the channel loop (private, so no copies per call).
+// Per pixel: the input row and column of its top-left tap (negative in the padding).
+// Each tap's offset and padding test are recomputed from them: a few ALU ops instead
+// of 2 * TAPS live values per pixel, which spill.
+var<private> pix_y: array<i32, COLS>;
+var<private> pix_x: array<i32, COLS>;
+// Weight rows of this workgroup's output channels (clamped; extra rows are not stored).
+var<private> w_off: WeightOffsets;
+
+// One tap (ky, kx) of one input channel (its elements start at in_base; its weights at
+// w_k).
+fn tap_step(acc: ptr<function, Acc>, in_base: u32, w_k: u32, ky: u32, kx: u32) {
+    var x: array<f32, COLS>;
+    for (var j = 0u; j < COLS; j++) {
+        let iy = pix_y[j] + i32(ky);
+        let ix = pix_x[j] + i32(kx);
+        let inside = u32(iy) < params.h_in && u32(ix) < params.w_in;
+        let off = u32(clamp(iy, 0, i32(params.h_in) - 1)) * params.w_in + u32(clamp(ix, 0, i32(params.w_in) - 1));
+        let v = f32(input[in_base + off]);
+        x[j] = select(0.0, v, inside);
+    }
+    let t = ky * KSIZE + kx;
+    var w: array<f32, ROWS>;
+#if SUBGROUP
+    let mine = f32(weight[w_off + w_k + t]);
+    w[0] = subgroupBroadcast(mine, 0u);
+    w[1] = subgroupBroadcast(mine, 1u);
+    w[2] = subgroupBroadcast(mine, 2u);
+    w[3] = subgroupBroadcast(mine, 3u);
+    w[4] = subgroupBroadcast(mine, 4u);
+    w[5] = subgroupBroadcast(mine, 5u);
+    w[6] = subgroupBroadcast(mine, 6u);
+    w[7] = subgroupBroadcast(mine, 7u);
+#else
+    for (var i = 0u; i < ROWS; i++) {
+        w[i] = f32(weight[w_off[i] + w_k + t]);
+    }
+#endif
+    for (var i = 0u; i < ROWS; i++) {
+        for (var j = 0u; j < COLS; j++) {
+            (*acc)[i][j] = fma(w[i], x[j], (*acc)[i][j]);
+        }
+    }
+}
+
+// Every tap of one input channel, written out: lavapipe ran a 9-iteration tap loop
+// as a loop (one tap per iteration), at a quarter of the unrolled speed.
+fn channel_step(acc: ptr<function, Acc>, in_base: u32, w_k: u32) {
+    tap_step(acc, in_base, w_k, 0u, 0u);
+    if KSIZE == 3u {
+        tap_step(acc, in_base, w_k, 0u, 1u);
+        tap_step(acc, in_base, w_k, 0u, 2u);
+        tap_step(acc, in_base, w_k, 1u, 0u);
+        tap_step(acc, in_base, w_k, 1u, 1u);
+        tap_step(acc, in_base, w_k, 1u, 2u);
+        tap_step(acc, in_base, w_k, 2u, 0u);
+        tap_step(acc, in_base, w_k, 2u, 1u);
+        tap_step(acc, in_base, w_k, 2u, 2u);
+    }
+}
+
+@compute @workgroup_size(8)
+fn conv2d_cpu(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+#if SUBGROUP
+    @builtin(subgroup_invocation_id) sg_lane: u32,
+#endif
+) {
+    let n = wg.z;
+    let co0 = wg.y * ROWS;
+    let pix0 = wg.x * (LANES * COLS);
+    let hw_in = params.h_in * params.w_in;
+    let hw_out = params.h_out * params.w_out;
+    let k_total = params.c_in * TAPS;
+
+    for (var j = 0u; j < COLS; j++) {
+        let pix = min(pix0 + lane + LANES * j, hw_out - 1u);
+        let oy = pix / params.w_out;
+        let ox = pix % params.w_out;
+        pix_y[j] = i32(oy * params.stride) - i32(params.pad_top);
+        pix_x[j] = i32(ox * params.stride) - i32(params.pad_left);
+    }
+#if SUBGROUP
+    w_off = min(co0 + sg_lane, params.c_out - 1u) * k_total;
+#else
+    for (var i = 0u; i < ROWS; i++) {
+        w_off[i] = min(co0 + i, params.c_out - 1u) * k_total;
+    }
+#endif
+
+    var acc: Acc;
+    let in_base = n * params.c_in * hw_in;
+    // C_UNROLL input channels per iteration while they fit (written out, as the taps),
+    // then single ones.
+    let c_main = params.c_in - params.c_in % C_UNROLL;
+    var ci = 0u;
+    for (; ci < c_main; ci += C_UNROLL) {
+        let x_c = in_base + ci * hw_in;
+        let w_c = ci * TAPS;
+        channel_step(&acc, x_c, w_c);
+        if C_UNROLL == 4u {
+            channel_step(&acc, x_c + hw_in, w_c + TAPS);
+            channel_step(&acc, x_c + 2u * hw_in, w_c + 2u * TAPS);
+            channel_step(&acc, x_c + 3u * hw_in, w_c + 3u * TAPS);
+        }
+    }
+    for (; ci < params.c_in; ci++) {
+        channel_step(&acc, in_base + ci * hw_in, ci * TAPS);
+    }
+
+    for (var i = 0u; i < ROWS; i++) {
+        let co = co0 + i;
+        if co >= params.c_out {
+            break;
+        }
+        var b = 0.0;
+        if params.has_bias == 1u {
+            b = f32(bias[co]);
+        }
+        for (var j = 0u; j < COLS; j++) {
+            let pix = pix0 + lane + LANES * j;
+            if pix < hw_out {
+                out[(n * params.c_out + co) * hw_out + pix] = elem(acc[i][j] + b);
+            }
+        }
+    }
+}
