@@ -18,9 +18,14 @@ struct Params {
     threshold: f32,
     // ...unless its entropy spread over the queries exceeds this (the pattern guard).
     guard: f32,
+    // decide_heads: a head is also pruned when its entropy is above this (near-uniform
+    // attention, whose output is close to the mean of its values); > 1 never.
+    threshold_above: f32,
+    // value_mean: keys per head.
+    n_k: u32,
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // value_mean: value layout (offset, batch stride, token stride, head stride).
+    v_layout: vec4<u32>,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -59,7 +64,8 @@ fn entropy_reduce(@builtin(global_invocation_id) gid: vec3<u32>) {
 // The pruning rule on the GPU: a head stays active unless its measured normalised
 // entropy is below the threshold (threshold 0 keeps every head) and its entropy spread
 // over the queries is at most the guard (a head that attends sharply in some regions
-// and broadly in others, as on stripes and grids, is kept). NaN keeps the head.
+// and broadly in others, as on stripes and grids, is kept), or its entropy is above
+// threshold_above (near-uniform attention). NaN keeps the head.
 // decide_entropy: (2, B * H) mean normalised entropy, then spread, per head
 @group(0) @binding(9) var<storage, read> decide_entropy: array<f32>;
 // decide_mask: (B * H), 1 = compute the head
@@ -71,8 +77,9 @@ fn decide_heads(@builtin(global_invocation_id) gid: vec3<u32>) {
     if slot >= params.n_slots {
         return;
     }
-    let prune = decide_entropy[slot] < params.threshold
-        && decide_entropy[params.n_slots + slot] <= params.guard;
+    let mean = decide_entropy[slot];
+    let prune = (mean < params.threshold && decide_entropy[params.n_slots + slot] <= params.guard)
+        || mean > params.threshold_above;
     decide_mask[slot] = select(1u, 0u, prune);
 }
 
@@ -175,4 +182,58 @@ fn zero_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     let c = e % params.head_dim;
     let o = params.o_layout;
     zero_out[o.x + b * o.y + qi * o.z + h * o.w + c] = elem(0.0);
+}
+
+// ---- value_mean + mean_heads ----
+// A skipped near-uniform head outputs the mean of its values (what uniform attention
+// would give): value_mean averages each inactive head's values over the keys, one
+// workgroup per head (dispatched over the zero_heads arguments, so only x = 0 works),
+// and mean_heads writes that mean to every query row of the head.
+// mean_v: values, (B, N_k, H, D) through v_layout
+@group(0) @binding(11) var<storage, read> mean_v: array<elem>;
+// head_means: (B * H, head_dim) f32
+@group(0) @binding(12) var<storage, read_write> head_means: array<f32>;
+
+@compute @workgroup_size(64)
+fn value_mean(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    if wg.x != 0u {
+        return;
+    }
+    let slot = zero_list[2u + zero_list[0] + wg.y];
+    let b = slot / params.n_heads;
+    let h = slot % params.n_heads;
+    let v = params.v_layout;
+    for (var c = lid; c < params.head_dim; c += 64u) {
+        let base = v.x + b * v.y + h * v.w + c;
+        // Four partial sums: fewer dependent adds, and a quarter of the loop trips.
+        var acc = vec4<f32>(0.0);
+        var k = 0u;
+        for (; k + 4u <= params.n_k; k += 4u) {
+            acc += vec4<f32>(
+                f32(mean_v[base + k * v.z]),
+                f32(mean_v[base + (k + 1u) * v.z]),
+                f32(mean_v[base + (k + 2u) * v.z]),
+                f32(mean_v[base + (k + 3u) * v.z]),
+            );
+        }
+        for (; k < params.n_k; k++) {
+            acc.x += f32(mean_v[base + k * v.z]);
+        }
+        head_means[slot * params.head_dim + c] = (acc.x + acc.y + acc.z + acc.w) / f32(params.n_k);
+    }
+}
+
+@compute @workgroup_size(256)
+fn mean_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let slot = zero_list[2u + zero_list[0] + wg.y];
+    let e = wg.x * 256u + lid;
+    if e >= params.n_q * params.head_dim {
+        return;
+    }
+    let b = slot / params.n_heads;
+    let h = slot % params.n_heads;
+    let qi = e / params.head_dim;
+    let c = e % params.head_dim;
+    let o = params.o_layout;
+    zero_out[o.x + b * o.y + qi * o.z + h * o.w + c] = elem(head_means[slot * params.head_dim + c]);
 }

@@ -390,6 +390,7 @@ function readParams() {
       threshold: Number($("threshold").value),
       skip: $("skip").value,
       refresh: readNumber("refresh", { integer: true, min: 0, max: 1000 }),
+      above: readNumber("above", { min: 0, max: 1 }),
       crossAttention: $("cross").checked,
     },
   };
@@ -594,6 +595,7 @@ function reuseSettings() {
   $("threshold").value = String(p.prune.threshold);
   $("skip").value = p.prune.skip;
   $("refresh").value = String(p.prune.refresh);
+  $("above").value = String(p.prune.above ?? 1);
   $("cross").checked = p.prune.crossAttention;
   $("detail-words").value = (p.prune.detailWords ?? []).join(", ");
   syncPruneControls();
@@ -604,7 +606,7 @@ function reuseSettings() {
 function syncPruneControls() {
   $("threshold-value").textContent = Number($("threshold").value).toFixed(2);
   const on = $("prune").checked;
-  for (const id of ["threshold", "skip", "refresh", "cross", "detail-words"]) $(id).disabled = !on;
+  for (const id of ["threshold", "skip", "refresh", "above", "cross", "detail-words"]) $(id).disabled = !on;
 }
 
 function wireForm() {

@@ -343,9 +343,14 @@ pub struct PruneArgs {
     /// more). Detail words in the prompt and guidance above 7.5 lower it.
     #[arg(long, default_value_t = PrunePolicy::default().threshold)]
     pub prune_threshold: f32,
-    /// What pruned heads output: cached (their last computed output) or zero.
+    /// What pruned heads output: cached (their last computed output), zero, or mean (the
+    /// mean of their values: what uniform attention gives; for --prune-above).
     #[arg(long, default_value = "cached")]
     pub prune_skip: String,
+    /// Also prune heads whose normalised entropy is above this (near-uniform attention);
+    /// 1 prunes none from above. Pair with --prune-skip mean.
+    #[arg(long, default_value_t = PrunePolicy::default().above)]
+    pub prune_above: f32,
     /// Re-measure every head's entropy every N steps (0: only on the first step).
     #[arg(long, default_value_t = PrunePolicy::default().refresh)]
     pub prune_refresh: usize,
@@ -375,6 +380,7 @@ impl PruneArgs {
             enabled: self.prune,
             threshold: self.prune_threshold,
             skip: SkipMode::parse(&self.prune_skip).map_err(|e| e.to_string())?,
+            above: self.prune_above,
             refresh: self.prune_refresh,
             cross_attention: !self.prune_self_only,
             guard: self.prune_guard,

@@ -81,6 +81,11 @@ pub enum SkippedOutput {
     Zero,
     /// Whatever `AttentionOptions::out` held before: a cached value survives.
     Keep,
+    /// The mean of the head's values over the keys: exactly what uniform attention
+    /// outputs, and close to what a near-uniform head outputs (the error is bounded by
+    /// its entropy: ||p - u||_1 <= sqrt(2 ln(N_k) (1 - H_norm)) by Pinsker). Costs
+    /// O(N_k D) per skipped head instead of attention's O(N_q N_k D).
+    Mean,
 }
 
 /// The GPU-resident result of [`Batch::compact_heads`].
@@ -184,7 +189,10 @@ struct HeadsParams {
     zero_groups_x: u32,
     threshold: f32,
     guard: f32,
-    _pad: [u32; 3],
+    threshold_above: f32,
+    n_k: u32,
+    _pad: u32,
+    v_layout: [u32; 4],
 }
 
 fn shape_err(message: String) -> GpuError {
@@ -193,6 +201,9 @@ fn shape_err(message: String) -> GpuError {
         message,
     }
 }
+
+/// An `above` threshold that no normalised entropy exceeds.
+const NEVER_ABOVE: f32 = 2.0;
 
 /// The D_MAX of the attention variant used for `head_dim`.
 pub fn head_dim_variant(head_dim: usize) -> Option<usize> {
@@ -476,6 +487,8 @@ impl Batch {
             n_heads: o.heads as u32,
             use_head_list: o.active_heads.is_some() as u32,
             zero_groups_x: zero_groups as u32,
+            n_k: k.tokens as u32,
+            v_layout: v.layout.as_u32(),
             ..Zeroable::zeroed()
         };
         let reduce_key = PipelineKey {
@@ -509,6 +522,45 @@ impl Batch {
                 },
             )?;
             self.record(d);
+        }
+        if let (Some(list), SkippedOutput::Mean) = (o.active_heads, o.skipped) {
+            let means = self
+                .gpu()
+                .empty("head value means", &[slots, o.head_dim], DType::F32)?;
+            let args = || Workgroups::Indirect {
+                args: list.dispatch_args.clone(),
+                offset: 12,
+            };
+            for (entry, bindings) in [
+                (
+                    "value_mean",
+                    vec![
+                        (7, Bind::Tensor(&list.list)),
+                        (11, Bind::Tensor(v.tensor)),
+                        (12, Bind::Tensor(&means)),
+                    ],
+                ),
+                (
+                    "mean_heads",
+                    vec![
+                        (7, Bind::Tensor(&list.list)),
+                        (8, Bind::Tensor(out)),
+                        (12, Bind::Tensor(&means)),
+                    ],
+                ),
+            ] {
+                let key = PipelineKey {
+                    variant: Variant::new("attention_heads", storage, &[])?,
+                    entry,
+                };
+                let d = self.gpu().dispatch(
+                    &key,
+                    bytemuck::bytes_of(&heads_params),
+                    &bindings,
+                    args(),
+                )?;
+                self.record(d);
+            }
         }
         Ok(AttentionOutput {
             out: out.clone(),
@@ -591,6 +643,20 @@ impl Batch {
     /// `guard`, 1 elsewhere (NaN keeps the head); feed it to
     /// [`compact_heads`](Self::compact_heads). `guard` >= 0.5 never protects a head.
     pub fn decide_heads(&mut self, entropy: &Tensor, threshold: f32, guard: f32) -> Result<Tensor> {
+        self.decide_heads_banded(entropy, threshold, guard, NEVER_ABOVE)
+    }
+
+    /// [`decide_heads`](Self::decide_heads), and also pruned (0) where the mean
+    /// normalised entropy is above `above`: near-uniform heads, whose output the mean of
+    /// their values replaces well ([`SkippedOutput::Mean`]). `above` >= 1 prunes none
+    /// from above.
+    pub fn decide_heads_banded(
+        &mut self,
+        entropy: &Tensor,
+        threshold: f32,
+        guard: f32,
+        above: f32,
+    ) -> Result<Tensor> {
         const OP: &str = "decide_heads";
         if entropy.dtype() != DType::F32 || entropy.is_empty() || !entropy.len().is_multiple_of(2) {
             return Err(GpuError::Shape {
@@ -601,7 +667,7 @@ impl Batch {
                 ),
             });
         }
-        for (param, v) in [("threshold", threshold), ("guard", guard)] {
+        for (param, v) in [("threshold", threshold), ("guard", guard), ("above", above)] {
             if !v.is_finite() {
                 return Err(GpuError::Param {
                     op: OP,
@@ -617,6 +683,8 @@ impl Batch {
             n_slots: slots as u32,
             threshold,
             guard,
+            // Entropies are at most 1: anything above never prunes from above.
+            threshold_above: above.min(NEVER_ABOVE),
             ..Zeroable::zeroed()
         };
         let key = PipelineKey {

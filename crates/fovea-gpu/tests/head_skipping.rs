@@ -427,3 +427,113 @@ fn the_guard_keeps_a_head_with_a_periodic_attention_pattern() {
     assert_eq!(block_on(g.read_u32(&without)).unwrap(), [0, 0]);
     assert_eq!(block_on(g.read_u32(&with)).unwrap(), [0, 1]);
 }
+
+/// `SkippedOutput::Mean`: every query row of a skipped head holds the mean of that
+/// head's values over the keys (float64 reference), active heads are computed exactly
+/// as without a mask; odd sizes and a strided (fused-projection) value layout included.
+#[test]
+fn skipped_heads_output_the_mean_of_their_values_when_asked() {
+    let s = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(s);
+    let g = gpu();
+    for (batch, heads, n_q, n_k, d) in [
+        (2usize, 3usize, 37usize, 29usize, 16usize),
+        (1, 4, 64, 77, 40),
+    ] {
+        let q = random_tensor(&mut rng, &[batch, n_q, heads * d]);
+        let k = random_tensor(&mut rng, &[batch, n_k, heads * d]);
+        let v_data: Vec<f32> = (0..batch * n_k * heads * d)
+            .map(|_| rng.random_range(-2.0..2.0))
+            .collect();
+        let v = g
+            .upload_f32("v", &[batch, n_k, heads * d], DType::F32, &v_data)
+            .unwrap();
+        let mask = random_mask(&mut rng, batch * heads);
+        let m = g.upload_u32("mask", &[batch * heads], &mask).unwrap();
+        let opts = AttentionOptions::new(batch, heads, d);
+        fovea_gpu::selfcheck::Checker::new(g, s)
+            .poison(&[batch, n_q, heads * d], DType::F32)
+            .unwrap();
+        let mut b = g.batch();
+        let list = b.compact_heads(&m, n_q, d).unwrap();
+        let masked = b
+            .attention(
+                &q,
+                &k,
+                &v,
+                &AttentionOptions {
+                    active_heads: Some(&list),
+                    skipped: SkippedOutput::Mean,
+                    ..opts
+                },
+            )
+            .unwrap();
+        let full = b.attention(&q, &k, &v, &opts).unwrap();
+        b.submit().unwrap();
+        let got = block_on(g.read_f32(&masked.out)).unwrap();
+        let want = block_on(g.read_f32(&full.out)).unwrap();
+        for (idx, (g_val, w_val)) in got.iter().zip(&want).enumerate() {
+            let (bi, rest) = (idx / (n_q * heads * d), idx % (n_q * heads * d));
+            let (h, c) = ((rest / d) % heads, rest % d);
+            let slot = bi * heads + h;
+            if mask[slot] != 0 {
+                assert_eq!(
+                    g_val.to_bits(),
+                    w_val.to_bits(),
+                    "active head {slot} at {idx} (seed {s})"
+                );
+            } else {
+                let mean: f64 = (0..n_k)
+                    .map(|key| v_data[(bi * n_k + key) * heads * d + h * d + c] as f64)
+                    .sum::<f64>()
+                    / n_k as f64;
+                assert!(
+                    (*g_val as f64 - mean).abs() <= 1e-5 * 2.0,
+                    "skipped head {slot} at {idx}: {g_val} vs mean {mean} (seed {s})"
+                );
+            }
+        }
+    }
+}
+
+/// The banded rule: also pruned where the mean entropy is above `above`; `above` = 1
+/// equals the plain rule; NaN kept.
+#[test]
+fn decide_heads_banded_prunes_near_uniform_heads_too() {
+    let s = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(s);
+    let g = gpu();
+    let slots = 130;
+    let mut stats: Vec<f32> = (0..slots).map(|_| rng.random_range(0.0..1.0)).collect();
+    stats.extend((0..slots).map(|_| rng.random_range(0.0..0.5f32)));
+    stats[0] = f32::NAN;
+    stats[1] = 1.0;
+    let e = g
+        .upload_f32("entropy", &[2, slots], DType::F32, &stats)
+        .unwrap();
+    let (mean, spread) = stats.split_at(slots);
+    for (threshold, guard, above) in [
+        (0.0f32, 0.5f32, 1.0f32),
+        (0.3, 0.2, 0.9),
+        (0.0, 0.5, rng.random_range(0.0..1.0)),
+        (
+            rng.random_range(0.0..0.5),
+            rng.random_range(0.0..0.5),
+            rng.random_range(0.5..1.0),
+        ),
+    ] {
+        let mut b = g.batch();
+        let mask = b.decide_heads_banded(&e, threshold, guard, above).unwrap();
+        b.submit().unwrap();
+        let got = block_on(g.read_u32(&mask)).unwrap();
+        let want: Vec<u32> = mean
+            .iter()
+            .zip(spread)
+            .map(|(&h, &sp)| u32::from(!((h < threshold && sp <= guard) || h > above)))
+            .collect();
+        assert_eq!(
+            got, want,
+            "seed {s}, threshold {threshold}, guard {guard}, above {above}"
+        );
+    }
+}

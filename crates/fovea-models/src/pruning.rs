@@ -124,6 +124,11 @@ pub struct HeadPruning {
     /// Pattern guard: heads whose entropy spread over the queries exceeds this are
     /// kept whatever their mean (>= 0.5: off).
     pub guard: f32,
+    /// Self-attention heads whose mean entropy is above this are pruned too
+    /// (near-uniform attention; pair with [`SkippedOutput::Mean`]); >= 1: none.
+    pub self_above: f32,
+    /// The same for cross-attention layers.
+    pub cross_above: f32,
     /// What pruned heads output.
     pub skipped: SkippedOutput,
     /// In-step probe: when > 1, every forward measures each layer's heads on every
@@ -147,6 +152,8 @@ impl HeadPruning {
             self_threshold,
             cross_threshold,
             guard: 0.5,
+            self_above: 1.0,
+            cross_above: 1.0,
             skipped,
             probe_stride: 0,
             apply: false,
@@ -156,6 +163,14 @@ impl HeadPruning {
             records: Vec::new(),
             forwards: 0,
             probe_flops: 0.0,
+        }
+    }
+
+    /// (below, above) thresholds of a layer of this kind.
+    fn thresholds(&self, kind: AttentionKind) -> (f32, f32) {
+        match kind {
+            AttentionKind::SelfAttention => (self.self_threshold, self.self_above),
+            AttentionKind::CrossAttention => (self.cross_threshold, self.cross_above),
         }
     }
 
@@ -188,11 +203,8 @@ impl HeadPruning {
             return Ok(out);
         }
         let state = &self.layers[index];
-        let threshold = match state.info.kind {
-            AttentionKind::SelfAttention => self.self_threshold,
-            AttentionKind::CrossAttention => self.cross_threshold,
-        };
-        let mask = b.decide_heads(&state.entropy, threshold, self.guard)?;
+        let (threshold, above) = self.thresholds(state.info.kind);
+        let mask = b.decide_heads_banded(&state.entropy, threshold, self.guard, above)?;
         let list = b.compact_heads(&mask, info.n_q, info.head_dim)?;
         let (out, _) = run(
             b,
@@ -242,11 +254,8 @@ impl HeadPruning {
         let rows = info.n_q.div_ceil(stride);
         self.probe_flops += info.flops_per_head() * (info.batch * info.heads) as f64 * rows as f64
             / info.n_q as f64;
-        let threshold = match info.kind {
-            AttentionKind::SelfAttention => self.self_threshold,
-            AttentionKind::CrossAttention => self.cross_threshold,
-        };
-        let mask = b.decide_heads(&entropy, threshold, self.guard)?;
+        let (threshold, above) = self.thresholds(info.kind);
+        let mask = b.decide_heads_banded(&entropy, threshold, self.guard, above)?;
         let list = b.compact_heads(&mask, info.n_q, info.head_dim)?;
         let cache = self
             .layers
@@ -254,7 +263,9 @@ impl HeadPruning {
             .filter(|s| s.info.batch == info.batch && s.info.n_q == info.n_q)
             .and_then(|s| s.cache.clone())
             .filter(|_| self.skipped == SkippedOutput::Keep);
-        let skipped = if cache.is_some() {
+        let skipped = if self.skipped == SkippedOutput::Mean {
+            SkippedOutput::Mean
+        } else if cache.is_some() {
             SkippedOutput::Keep
         } else {
             SkippedOutput::Zero

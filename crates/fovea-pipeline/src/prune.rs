@@ -62,18 +62,22 @@ pub enum SkipMode {
     Zero,
     /// That head's output from the last step it was computed (cached).
     Cached,
+    /// The mean of the head's values (what uniform attention outputs): cheap and close
+    /// for near-uniform heads (pair with `PrunePolicy::above`).
+    Mean,
 }
 
 impl SkipMode {
-    /// `zero` or `cached`.
+    /// `zero`, `cached` or `mean`.
     pub fn parse(s: &str) -> Result<SkipMode, PipelineError> {
         match s.to_ascii_lowercase().as_str() {
             "zero" | "zeros" => Ok(SkipMode::Zero),
             "cached" | "cache" | "reuse" => Ok(SkipMode::Cached),
+            "mean" | "mean-of-values" | "mean_of_values" => Ok(SkipMode::Mean),
             _ => Err(PipelineError::Param {
                 param: "prune_skip",
                 value: s.into(),
-                expected: "`zero` or `cached`".into(),
+                expected: "`zero`, `cached` or `mean`".into(),
             }),
         }
     }
@@ -82,6 +86,7 @@ impl SkipMode {
         match self {
             SkipMode::Zero => SkippedOutput::Zero,
             SkipMode::Cached => SkippedOutput::Keep,
+            SkipMode::Mean => SkippedOutput::Mean,
         }
     }
 }
@@ -91,6 +96,7 @@ impl fmt::Display for SkipMode {
         f.write_str(match self {
             SkipMode::Zero => "zero",
             SkipMode::Cached => "cached",
+            SkipMode::Mean => "mean",
         })
     }
 }
@@ -112,6 +118,10 @@ pub struct PrunePolicy {
     pub guard: f32,
     /// What pruned heads output.
     pub skip: SkipMode,
+    /// Heads whose normalised entropy is above this are pruned too (near-uniform
+    /// attention; best with `SkipMode::Mean`); 1 (the default) prunes none from above.
+    /// Detail words and strong guidance narrow this band as they lower `threshold`.
+    pub above: f32,
     /// Re-measure every head's entropy (a full forward) every this many steps; 0 measures
     /// only on the first step.
     pub refresh: usize,
@@ -139,6 +149,7 @@ impl Default for PrunePolicy {
             cross_attention: true,
             guard: 0.2,
             skip: SkipMode::Cached,
+            above: 1.0,
             refresh: 5,
             probe_steps: 4,
             probe_stride: 4,
@@ -177,6 +188,13 @@ impl PrunePolicy {
     pub fn validate(&self) -> Result<(), PipelineError> {
         if !(0.0..=1.0).contains(&self.threshold) {
             return Err(bad("prune_threshold", self.threshold, "a number in [0, 1]"));
+        }
+        if !(0.0..=1.0).contains(&self.above) {
+            return Err(bad(
+                "prune_above",
+                self.above,
+                "a number in [0, 1] (1: off)",
+            ));
         }
         if self.probe_stride < 2 {
             return Err(bad("prune_probe_stride", self.probe_stride, "at least 2"));
@@ -240,6 +258,20 @@ impl PrunePolicy {
         self.threshold * detail * self.cfg_factor(cfg)
     }
 
+    /// The "prune above" threshold for this prompt and guidance scale (1 = none when
+    /// disabled): the band (above, 1] shrinks by the same factors as `threshold`.
+    pub fn effective_above(&self, prompt: &str, cfg: f32) -> f32 {
+        if !self.enabled {
+            return 1.0;
+        }
+        let detail = if self.detail_hits(prompt).is_empty() {
+            1.0
+        } else {
+            self.detail_factor
+        };
+        1.0 - (1.0 - self.above) * detail * self.cfg_factor(cfg)
+    }
+
     /// The in-step probe's stride for a run of `steps` steps (0: no probe; measure on
     /// earlier steps instead).
     pub fn probe_for(&self, steps: usize) -> usize {
@@ -259,6 +291,33 @@ impl PrunePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_band_from_above_narrows_with_detail_words_and_guidance() {
+        let p = PrunePolicy {
+            enabled: true,
+            above: 0.9,
+            ..Default::default()
+        };
+        assert!((p.effective_above("a red apple", 7.5) - 0.9).abs() < 1e-6);
+        // Detail words halve the band (0.9..1 -> 0.95..1), like the threshold.
+        assert!((p.effective_above("a highly detailed red apple", 7.5) - 0.95).abs() < 1e-6);
+        // Strong guidance narrows it too, monotonically.
+        let (a, b) = (p.effective_above("x", 10.0), p.effective_above("x", 15.0));
+        assert!(0.9 < a && a < b && b < 1.0, "{a} {b}");
+        let off = PrunePolicy {
+            enabled: false,
+            ..p.clone()
+        };
+        assert_eq!(off.effective_above("x", 7.5), 1.0);
+        let bad = PrunePolicy { above: 1.5, ..p };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("prune_above")
+        );
+    }
 
     #[test]
     fn detail_words_and_guidance_relax_the_threshold() {

@@ -648,6 +648,7 @@ impl StableDiffusion {
         let begin = sched.begin();
         let total = timesteps.len() - begin;
         let threshold = p.prune.effective_threshold(&p.prompt, p.cfg);
+        let above = p.prune.effective_above(&p.prompt, p.cfg);
         // Denoising tiles (latent pixels) with weights that sum to 1, or one pass.
         let (lh, lw) = (shape[2], shape[3]);
         let tiles = match p.tile_size.map(|t| t / self.vae_scale()) {
@@ -676,6 +677,8 @@ impl StableDiffusion {
                 .map(|_| {
                     let mut hp = HeadPruning::new(threshold, cross, p.prune.skip.gpu());
                     hp.guard = p.prune.guard;
+                    hp.self_above = above;
+                    hp.cross_above = if p.prune.cross_attention { above } else { 1.0 };
                     hp.probe_stride = p.prune.probe_for(total);
                     hp
                 })

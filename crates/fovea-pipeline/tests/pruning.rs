@@ -246,3 +246,34 @@ fn short_runs_probe_in_step() {
     );
     assert!(all.stats.skipped_share() > 0.5);
 }
+
+/// Pruning from above: the tiny model's random weights attend almost uniformly, so
+/// `above` = 0.9 skips most heads on the applying steps; replacing them by the mean of
+/// their values (what uniform attention outputs) stays much closer to the unpruned
+/// image than zeros do, and `above` = 1 prunes nothing.
+#[test]
+fn near_uniform_heads_pruned_from_above_output_the_mean_of_their_values() {
+    let gpu = gpu();
+    let sd = load(&gpu, "tiny_pipeline", DType::F32);
+    let run = |p: &GenerateParams| pollster::block_on(sd.txt2img(p, None, &mut |_| true)).unwrap();
+    let plain = run(&params(PrunePolicy::default()));
+    let banded = |skip, above| PrunePolicy {
+        above,
+        ..on(0.0, skip, 0)
+    };
+    let none = run(&params(banded(SkipMode::Mean, 1.0)));
+    assert_eq!(none.rgba, plain.rgba);
+    let mean = run(&params(banded(SkipMode::Mean, 0.9)));
+    let zero = run(&params(banded(SkipMode::Zero, 0.9)));
+    let share = mean.prune.as_ref().unwrap().stats.skipped_share();
+    let (p_mean, p_zero) = (psnr(&mean.rgba, &plain.rgba), psnr(&zero.rgba, &plain.rgba));
+    eprintln!(
+        "above 0.9: {:.0}% of attention skipped; PSNR vs unpruned: mean {p_mean:.1} dB, zero {p_zero:.1} dB",
+        share * 100.0
+    );
+    assert!(share > 0.3, "skipped {share}");
+    assert!(
+        p_mean > p_zero + 3.0,
+        "mean {p_mean} dB vs zero {p_zero} dB"
+    );
+}

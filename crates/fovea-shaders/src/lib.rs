@@ -199,7 +199,14 @@ pub const ATTENTION: Kernel = Kernel {
 pub const ATTENTION_HEADS: Kernel = Kernel {
     name: "attention_heads",
     source: kernel_source!("attention_heads"),
-    entry_points: &["entropy_reduce", "compact_heads", "zero_heads"],
+    entry_points: &[
+        "entropy_reduce",
+        "decide_heads",
+        "compact_heads",
+        "zero_heads",
+        "value_mean",
+        "mean_heads",
+    ],
     define_sets: &[&[]],
 };
 

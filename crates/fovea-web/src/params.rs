@@ -33,8 +33,10 @@ pub struct WebParams {
 pub struct WebPrune {
     pub enabled: bool,
     pub threshold: f32,
-    /// `"cached"` or `"zero"`.
+    /// `"cached"`, `"zero"` or `"mean"`.
     pub skip: String,
+    /// Prune heads above this normalised entropy too (1: none).
+    pub above: f32,
     pub refresh: usize,
     pub cross_attention: bool,
     pub guard: f32,
@@ -50,6 +52,7 @@ impl Default for WebPrune {
             enabled: p.enabled,
             threshold: p.threshold,
             skip: p.skip.to_string(),
+            above: p.above,
             refresh: p.refresh,
             cross_attention: p.cross_attention,
             guard: p.guard,
@@ -74,6 +77,7 @@ impl WebParams {
             enabled: self.prune.enabled,
             threshold: self.prune.threshold,
             skip: SkipMode::parse(&self.prune.skip).map_err(|e| e.to_string())?,
+            above: self.prune.above,
             refresh: self.prune.refresh,
             cross_attention: self.prune.cross_attention,
             guard: self.prune.guard,
