@@ -27,7 +27,11 @@ VAE_LR=${VAE_LR:-8e-4}
 UNET_MIN=${UNET_MIN:-600}
 UNET_LR=${UNET_LR:-5e-4}
 init_vae=() init_unet=()
-if [ -n "$INIT" ]; then init_vae=(--init-from "$INIT"); init_unet=(--init-from "$INIT"); fi
+# INIT: models/training/wip (an autoencoder snapshot, snapshot.py) or a shipped v2 folder.
+if [ -n "$INIT" ]; then
+  init_vae=(--init-from "$INIT")
+  if [ -e "$INIT/unet/config.json" ]; then init_unet=(--init-from "$INIT"); fi
+fi
 mkdir -p "$WORK"
 if [ "$VAE_MIN" != 0 ] && [ ! -e "$WORK/unet/vae/config.json" ]; then
   nice -n "$NICE" "$PY" train_vae.py --work "$WORK" --minutes "$VAE_MIN" --save-minutes 8 \
