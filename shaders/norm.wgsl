@@ -127,6 +127,35 @@ fn layer_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     }
 }
 
+// layer_norm for software adapters (lavapipe, SwiftShader): one row per invocation, 8
+// rows per workgroup, no workgroup memory or barriers (the 256-wide workgroup above
+// runs as 32 SIMD passes with 18 barriers per row there). The host uses it for rows of
+// at most 16384 elements: its three passes stay inside llvmpipe's 65535-iteration loop
+// budget. Rows past the end are clamped for loading and not stored.
+@compute @workgroup_size(8)
+fn layer_norm_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let row = flat_workgroup(wg, nwg) * 8u + lid;
+    let d = params.channels;
+    let base = min(row, params.rows - 1u) * d;
+    var sum = 0.0;
+    for (var i = 0u; i < d; i++) {
+        sum += f32(x[base + i]);
+    }
+    let mean = sum / f32(d);
+    var sq = 0.0;
+    for (var i = 0u; i < d; i++) {
+        let c = f32(x[base + i]) - mean;
+        sq += c * c;
+    }
+    let inv_std = inverseSqrt(sq / f32(d) + params.eps);
+    if row < params.rows {
+        for (var i = 0u; i < d; i++) {
+            y[base + i] = elem(finish((f32(x[base + i]) - mean) * inv_std, i));
+        }
+    }
+}
+
 // softmax(scale * x) along rows; the scale travels in `eps`.
 @compute @workgroup_size(256)
 fn softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

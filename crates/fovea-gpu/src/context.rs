@@ -168,6 +168,9 @@ pub struct KernelPlan {
     pub matmul: MatmulKernel,
     /// 2D convolution with 1x1 and 3x3 kernels.
     pub conv2d: MatmulKernel,
+    /// Layer norm with one row per invocation (`norm.wgsl` `layer_norm_cpu`) instead of
+    /// one 256-wide workgroup per row.
+    pub layer_norm_per_lane: bool,
 }
 
 impl KernelPlan {
@@ -184,16 +187,22 @@ impl KernelPlan {
             class,
             matmul,
             conv2d: matmul,
+            layer_norm_per_lane: class == AdapterClass::Software,
         }
     }
 
     /// One line for `fovea info`: class and chosen variants.
     pub fn describe(&self) -> String {
         format!(
-            "class {}; kernels: matmul {}, conv2d {}",
+            "class {}; kernels: matmul {}, conv2d {}, layer_norm {}",
             self.class.name(),
             self.matmul.name(),
-            self.conv2d.name()
+            self.conv2d.name(),
+            if self.layer_norm_per_lane {
+                "row-per-lane"
+            } else {
+                "workgroup-per-row"
+            }
         )
     }
 }

@@ -872,7 +872,13 @@ impl Batch {
             affine: affine.is_some() as u32,
             _pad: 0,
         };
-        self.norm_dispatch(OP, "layer_norm", x, affine, params, rows)
+        // Software adapters: one row per lane, 8 rows per workgroup, while the row fits
+        // the kernel's loop budget.
+        if self.gpu().kernel_plan().layer_norm_per_lane && d <= 16384 {
+            self.norm_dispatch(OP, "layer_norm_cpu", x, affine, params, rows.div_ceil(8))
+        } else {
+            self.norm_dispatch(OP, "layer_norm", x, affine, params, rows)
+        }
     }
 
     /// softmax(scale * x) over the last dimension. Output: same shape.

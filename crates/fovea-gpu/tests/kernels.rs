@@ -141,7 +141,12 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker) {
 
 #[test]
 fn norms_and_softmax_match_reference() {
-    let mut c = checker();
+    for gpu in class_gpus() {
+        norm_cases(&mut checker_on(gpu));
+    }
+}
+
+fn norm_cases(c: &mut fovea_gpu::selfcheck::Checker) {
     for dt in dtypes() {
         expect_pass(c.seed, block_on(c.group_norm(2, 32, 64, 32, false, dt)));
         expect_pass(c.seed, block_on(c.group_norm(1, 64, 81, 8, true, dt)));
@@ -149,6 +154,9 @@ fn norms_and_softmax_match_reference() {
         expect_pass(c.seed, block_on(c.layer_norm(7, 320, dt)));
         expect_pass(c.seed, block_on(c.layer_norm(3, 1, dt)));
         expect_pass(c.seed, block_on(c.layer_norm(2, 1280, dt)));
+        // Rows not a multiple of 8 (per-lane variant), and a row past its 16384 limit.
+        expect_pass(c.seed, block_on(c.layer_norm(1001, 17, dt)));
+        expect_pass(c.seed, block_on(c.layer_norm(2, 16500, dt)));
         expect_pass(c.seed, block_on(c.softmax(5, 77, dt)));
         expect_pass(c.seed, block_on(c.softmax(2, 1000, dt)));
     }

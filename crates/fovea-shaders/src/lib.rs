@@ -154,11 +154,12 @@ pub const CONV2D: Kernel = Kernel {
     define_sets: &[&[]],
 };
 
-/// Group norm (+SiLU), layer norm, softmax.
+/// Group norm (+SiLU), layer norm (and a row-per-lane layer norm for software adapters),
+/// softmax.
 pub const NORM: Kernel = Kernel {
     name: "norm",
     source: kernel_source!("norm"),
-    entry_points: &["group_norm", "layer_norm", "softmax"],
+    entry_points: &["group_norm", "layer_norm", "layer_norm_cpu", "softmax"],
     define_sets: &[&[]],
 };
 
