@@ -169,6 +169,15 @@ fn workgroupBroadcastLast(prefix: u32, lid: u32) -> u32 {
 // zero_out: attention output (B, N_q, H, D) through o_layout
 @group(0) @binding(8) var<storage, read_write> zero_out: array<elem>;
 
+// Where element e (query e / head_dim, channel e % head_dim) of head `slot` lives in
+// the output.
+fn skipped_out_index(slot: u32, e: u32) -> u32 {
+    let b = slot / params.n_heads;
+    let h = slot % params.n_heads;
+    let o = params.o_layout;
+    return o.x + b * o.y + (e / params.head_dim) * o.z + h * o.w + e % params.head_dim;
+}
+
 @compute @workgroup_size(256)
 fn zero_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let slot = zero_list[2u + zero_list[0] + wg.y];
@@ -176,12 +185,7 @@ fn zero_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     if e >= params.n_q * params.head_dim {
         return;
     }
-    let b = slot / params.n_heads;
-    let h = slot % params.n_heads;
-    let qi = e / params.head_dim;
-    let c = e % params.head_dim;
-    let o = params.o_layout;
-    zero_out[o.x + b * o.y + qi * o.z + h * o.w + c] = elem(0.0);
+    zero_out[skipped_out_index(slot, e)] = elem(0.0);
 }
 
 // ---- value_mean + mean_heads ----
@@ -230,10 +234,5 @@ fn mean_heads(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
     if e >= params.n_q * params.head_dim {
         return;
     }
-    let b = slot / params.n_heads;
-    let h = slot % params.n_heads;
-    let qi = e / params.head_dim;
-    let c = e % params.head_dim;
-    let o = params.o_layout;
-    zero_out[o.x + b * o.y + qi * o.z + h * o.w + c] = elem(head_means[slot * params.head_dim + c]);
+    zero_out[skipped_out_index(slot, e)] = elem(head_means[slot * params.head_dim + e % params.head_dim]);
 }

@@ -245,17 +245,23 @@ impl PrunePolicy {
         1.0 / (1.0 + self.cfg_slope * (cfg - self.cfg_reference).max(0.0))
     }
 
-    /// The threshold used for this prompt and guidance scale (0 when disabled).
-    pub fn effective_threshold(&self, prompt: &str, cfg: f32) -> f32 {
-        if !self.enabled {
-            return 0.0;
-        }
+    /// How much this prompt and guidance scale soften pruning, in (0, 1]: the detail
+    /// factor when the prompt has a detail word, times the CFG factor.
+    fn softening(&self, prompt: &str, cfg: f32) -> f32 {
         let detail = if self.detail_hits(prompt).is_empty() {
             1.0
         } else {
             self.detail_factor
         };
-        self.threshold * detail * self.cfg_factor(cfg)
+        detail * self.cfg_factor(cfg)
+    }
+
+    /// The threshold used for this prompt and guidance scale (0 when disabled).
+    pub fn effective_threshold(&self, prompt: &str, cfg: f32) -> f32 {
+        if !self.enabled {
+            return 0.0;
+        }
+        self.threshold * self.softening(prompt, cfg)
     }
 
     /// The "prune above" threshold for this prompt and guidance scale (1 = none when
@@ -264,12 +270,7 @@ impl PrunePolicy {
         if !self.enabled {
             return 1.0;
         }
-        let detail = if self.detail_hits(prompt).is_empty() {
-            1.0
-        } else {
-            self.detail_factor
-        };
-        1.0 - (1.0 - self.above) * detail * self.cfg_factor(cfg)
+        1.0 - (1.0 - self.above) * self.softening(prompt, cfg)
     }
 
     /// The in-step probe's stride for a run of `steps` steps (0: no probe; measure on
