@@ -133,6 +133,9 @@ struct Report {
     adapter: String,
     backend: String,
     driver: String,
+    /// Adapter class and the kernel variants it chose (`Gpu::describe`), so every figure
+    /// can be traced to its kernels.
+    kernel_plan: String,
     dtype: String,
     features: BTreeMap<&'static str, bool>,
     repeats: usize,
@@ -484,6 +487,7 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<(), String> {
         adapter: info.name.clone(),
         backend: format!("{:?}", info.backend),
         driver: format!("{} {}", info.driver, info.driver_info),
+        kernel_plan: gpu.describe(),
         dtype: o.dtype.to_string(),
         features: BTreeMap::from([
             ("shader_f16", caps.shader_f16),
@@ -571,6 +575,7 @@ pub fn run(gpu: &Gpu, o: &BenchOptions) -> Result<(), String> {
 
 fn print_table(r: &Report) {
     println!("{} ({}), {}", r.adapter, r.backend, r.dtype);
+    println!("{}", r.kernel_plan);
     if !r.kernels.is_empty() {
         println!(
             "{:<18} {:<28} {:>10} {:>10} {:>14}",
