@@ -1,8 +1,8 @@
-"""Trains fovea-tiny's autoencoder (diffusers AutoencoderKL, 128x128x3 <-> 32x32x4).
+"""Trains fovea-tiny's autoencoder (diffusers AutoencoderKL; v2: 128x128x3 <-> 16x16x8).
 
 Loss: L1 + weighted L1 of the image gradients (keeps edges of the flat emoji art sharp)
-+ a small KL term (per latent element) on posterior samples. Runs for --minutes and
-resumes from <work>/vae/ckpt; every --save-minutes and at the end it saves the
++ a small KL term (per latent element) on posterior samples, + an optional MSE term.
+Runs for --minutes and resumes from <work>/vae/ckpt; every --save-minutes and at the end it saves the
 checkpoint, a reconstruction grid (runs/vae_recon.png: originals above, reconstructions
 below, images the training never sees), the validation PSNR, and a diffusers folder
 <work>/vae/diffusers whose scaling_factor is 1/std of the latents (what train_unet.py
@@ -94,6 +94,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--grad-weight", type=float, default=0.5)
     ap.add_argument("--kl-weight", type=float, default=1e-6)
+    ap.add_argument("--mse-weight", type=float, default=0.0,
+                    help="weight of an MSE term (what PSNR measures) next to L1 (0: none)")
     ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--log-every", type=int, default=20)
@@ -171,6 +173,8 @@ def main():
         gl = image_grad_l1(rec, x)
         kl = post.kl().float().mean() / post.mean[0].numel()
         loss = l1 + a.grad_weight * gl + a.kl_weight * kl
+        if a.mse_weight:
+            loss = loss + a.mse_weight * F.mse_loss(rec, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
