@@ -24,6 +24,7 @@ THREADS=${THREADS:-1}
 VAE_MIN=${VAE_MIN:-120}
 VAE_PSNR=${VAE_PSNR:-30}
 VAE_LR=${VAE_LR:-8e-4}
+VAE_MSE=${VAE_MSE:-2}
 UNET_MIN=${UNET_MIN:-600}
 UNET_LR=${UNET_LR:-5e-4}
 init_vae=() init_unet=()
@@ -36,7 +37,7 @@ mkdir -p "$WORK"
 if [ "$VAE_MIN" != 0 ] && [ ! -e "$WORK/unet/vae/config.json" ]; then
   nice -n "$NICE" "$PY" train_vae.py --work "$WORK" --minutes "$VAE_MIN" --save-minutes 8 \
     --batch 16 --crop 64 --lr "$VAE_LR" --warmup 200 --threads "$THREADS" --log-every 20 \
-    --target-psnr "$VAE_PSNR" --run-name vae_v2 "${init_vae[@]}"
+    --mse-weight "$VAE_MSE" --target-psnr "$VAE_PSNR" --run-name vae_v2 "${init_vae[@]}"
 fi
 if [ "$UNET_MIN" != 0 ]; then
   nice -n "$NICE" "$PY" train_unet.py --work "$WORK" --minutes "$UNET_MIN" --save-minutes 8 \
