@@ -30,6 +30,48 @@ fn random_mask(rng: &mut rand::rngs::StdRng, slots: usize) -> Vec<u32> {
     mask
 }
 
+/// Attention over q, k, v with the heads of `mask` skipped (outputting `skipped`) and
+/// without a mask, in one batch on a NaN-poisoned pool (a missed write shows). Returns the
+/// masked output, the unmasked one and the masked run's entropy statistics.
+#[allow(clippy::too_many_arguments)]
+fn masked_and_full(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &[u32],
+    (batch, heads, n_q, d): (usize, usize, usize, usize),
+    skipped: SkippedOutput,
+    seed: u64,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let g = gpu();
+    let m = g.upload_u32("mask", &[batch * heads], mask).unwrap();
+    let opts = AttentionOptions::new(batch, heads, d);
+    fovea_gpu::selfcheck::Checker::new(g, seed)
+        .poison(&[batch, n_q, heads * d], DType::F32)
+        .unwrap();
+    let mut b = g.batch();
+    let list = b.compact_heads(&m, n_q, d).unwrap();
+    let masked = b
+        .attention(
+            q,
+            k,
+            v,
+            &AttentionOptions {
+                active_heads: Some(&list),
+                skipped,
+                ..opts
+            },
+        )
+        .unwrap();
+    let full = b.attention(q, k, v, &opts).unwrap();
+    b.submit().unwrap();
+    (
+        block_on(g.read_f32(&masked.out)).unwrap(),
+        block_on(g.read_f32(&full.out)).unwrap(),
+        block_on(g.read_f32(&masked.entropy)).unwrap(),
+    )
+}
+
 #[test]
 fn compaction_lists_active_then_inactive_heads_in_order() {
     let s = seed();
@@ -264,37 +306,20 @@ fn all_heads_masked_computes_nothing_and_none_masked_equals_unmasked() {
 fn skipped_heads_output_zeros_when_asked() {
     let s = seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(s);
-    let g = gpu();
     let (batch, heads, n_q, n_k, d) = (2, 3, 100, 77, 64);
     let q = random_tensor(&mut rng, &[batch, n_q, heads * d]);
     let k = random_tensor(&mut rng, &[batch, n_k, heads * d]);
     let v = random_tensor(&mut rng, &[batch, n_k, heads * d]);
     let mask = random_mask(&mut rng, batch * heads);
-    let m = g.upload_u32("mask", &[batch * heads], &mask).unwrap();
-    let opts = AttentionOptions::new(batch, heads, d);
-    // Poison the pool so a missed zero shows as NaN.
-    fovea_gpu::selfcheck::Checker::new(g, s)
-        .poison(&[batch, n_q, heads * d], DType::F32)
-        .unwrap();
-    let mut b = g.batch();
-    let list = b.compact_heads(&m, n_q, d).unwrap();
-    let masked = b
-        .attention(
-            &q,
-            &k,
-            &v,
-            &AttentionOptions {
-                active_heads: Some(&list),
-                skipped: SkippedOutput::Zero,
-                ..opts
-            },
-        )
-        .unwrap();
-    let full = b.attention(&q, &k, &v, &opts).unwrap();
-    b.submit().unwrap();
-    let got = block_on(g.read_f32(&masked.out)).unwrap();
-    let want = block_on(g.read_f32(&full.out)).unwrap();
-    let got_e = block_on(g.read_f32(&masked.entropy)).unwrap();
+    let (got, want, got_e) = masked_and_full(
+        &q,
+        &k,
+        &v,
+        &mask,
+        (batch, heads, n_q, d),
+        SkippedOutput::Zero,
+        s,
+    );
     for (idx, (g_val, w_val)) in got.iter().zip(&want).enumerate() {
         let slot = (idx / (heads * d) / n_q) * heads + (idx / d) % heads;
         if mask[slot] != 0 {
@@ -449,29 +474,15 @@ fn skipped_heads_output_the_mean_of_their_values_when_asked() {
             .upload_f32("v", &[batch, n_k, heads * d], DType::F32, &v_data)
             .unwrap();
         let mask = random_mask(&mut rng, batch * heads);
-        let m = g.upload_u32("mask", &[batch * heads], &mask).unwrap();
-        let opts = AttentionOptions::new(batch, heads, d);
-        fovea_gpu::selfcheck::Checker::new(g, s)
-            .poison(&[batch, n_q, heads * d], DType::F32)
-            .unwrap();
-        let mut b = g.batch();
-        let list = b.compact_heads(&m, n_q, d).unwrap();
-        let masked = b
-            .attention(
-                &q,
-                &k,
-                &v,
-                &AttentionOptions {
-                    active_heads: Some(&list),
-                    skipped: SkippedOutput::Mean,
-                    ..opts
-                },
-            )
-            .unwrap();
-        let full = b.attention(&q, &k, &v, &opts).unwrap();
-        b.submit().unwrap();
-        let got = block_on(g.read_f32(&masked.out)).unwrap();
-        let want = block_on(g.read_f32(&full.out)).unwrap();
+        let (got, want, _) = masked_and_full(
+            &q,
+            &k,
+            &v,
+            &mask,
+            (batch, heads, n_q, d),
+            SkippedOutput::Mean,
+            s,
+        );
         for (idx, (g_val, w_val)) in got.iter().zip(&want).enumerate() {
             let (bi, rest) = (idx / (n_q * heads * d), idx % (n_q * heads * d));
             let (h, c) = ((rest / d) % heads, rest % d);
