@@ -178,6 +178,12 @@ fn run_ci() -> Result<(), String> {
     run_shaders(&[])?;
     // Every test on Vulkan (lavapipe on CI machines).
     cargo(&["test", "--workspace"], &[("WGPU_BACKEND", "vulkan")])?;
+    // Head skipping again with the GPU class's attention kernel (lavapipe is detected as
+    // software, whose query-per-lane kernel the run above used).
+    cargo(
+        &["test", "--workspace", "--test", "head_skipping"],
+        &[("WGPU_BACKEND", "vulkan"), ("FOVEA_ADAPTER_CLASS", "gpu")],
+    )?;
     // The kernel tests again on wgpu's GL backend: no f16, no subgroups, other limits.
     // One test thread: wgpu's GL context lock gives up (panics) after waiting a second
     // for another thread, and llvmpipe GL kernels can hold it longer than that.

@@ -201,7 +201,7 @@ where
                     .sum();
                 (ms > 0.0).then_some(ms)
             };
-            t.attention_ms = sum(&["/attention"]);
+            t.attention_ms = sum(&["/attention", "/attention_cpu"]);
             t.entropy_ms = sum(&["/entropy_reduce"]);
             t.decision_ms = sum(&["/decide_heads", "/compact_heads"]);
             let mut by: BTreeMap<String, (f64, usize)> = BTreeMap::new();

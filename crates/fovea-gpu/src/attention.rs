@@ -16,6 +16,8 @@ use crate::tensor::{DType, Tensor, fmt_shape};
 
 /// Queries per attention workgroup (one per thread); see attention.wgsl.
 pub const QUERY_TILE: usize = 64;
+/// Queries per workgroup of the software-class kernel (attention_cpu.wgsl).
+pub const CPU_QUERY_TILE: usize = 8;
 /// Head-dimension ceilings of the compiled attention variants, smallest first.
 pub const HEAD_DIM_VARIANTS: [usize; 2] = [64, 160];
 const KEY_TILE: usize = 16;
@@ -210,6 +212,23 @@ pub fn head_dim_variant(head_dim: usize) -> Option<usize> {
     HEAD_DIM_VARIANTS.iter().copied().find(|&d| head_dim <= d)
 }
 
+/// Whether a device with `plan` runs `head_dim` on the software-class kernel.
+fn per_lane(plan: &crate::KernelPlan, head_dim: usize) -> bool {
+    plan.attention_per_lane
+        && fovea_shaders::ATTENTION_CPU_HEAD_DIMS
+            .iter()
+            .any(|&d| d as usize == head_dim)
+}
+
+/// Queries per workgroup of the kernel a device with `plan` runs for `head_dim`.
+pub fn query_tile(plan: &crate::KernelPlan, head_dim: usize) -> usize {
+    if per_lane(plan, head_dim) {
+        CPU_QUERY_TILE
+    } else {
+        QUERY_TILE
+    }
+}
+
 /// Workgroup memory the attention kernel needs for `head_dim`, in bytes.
 pub fn attention_workgroup_bytes(head_dim: usize) -> Option<u64> {
     head_dim_variant(head_dim).map(|d_max| ((2 * KEY_TILE * d_max + QUERY_TILE) * 4) as u64)
@@ -278,7 +297,12 @@ impl Batch {
                 HEAD_DIM_VARIANTS[HEAD_DIM_VARIANTS.len() - 1]
             ),
         })?;
-        let wg_bytes = attention_workgroup_bytes(o.head_dim).expect("variant exists");
+        let plan = self.gpu().kernel_plan();
+        let wg_bytes = if per_lane(&plan, o.head_dim) {
+            0
+        } else {
+            attention_workgroup_bytes(o.head_dim).expect("variant exists")
+        };
         let wg_limit = self.gpu().limits().max_compute_workgroup_storage_size as u64;
         if wg_bytes > wg_limit {
             return Err(GpuError::Limit {
@@ -314,7 +338,7 @@ impl Batch {
             });
         }
         let slots = o.batch * o.heads;
-        let tiles = q.tokens.div_ceil(QUERY_TILE);
+        let tiles = q.tokens.div_ceil(query_tile(&plan, o.head_dim));
         let max_groups = self.gpu().limits().max_compute_workgroups_per_dimension as usize;
         if tiles > max_groups || slots > max_groups {
             return Err(GpuError::Limit {
@@ -398,8 +422,13 @@ impl Batch {
     ) -> Result<AttentionOutput> {
         const OP: &str = "attention";
         let slots = o.batch * o.heads;
-        let tiles = q.tokens.div_ceil(QUERY_TILE);
-        let partial = self.gpu().empty(OP, &[slots, tiles, 2], DType::F32)?;
+        let cpu = per_lane(&self.gpu().kernel_plan(), o.head_dim);
+        let tiles = q
+            .tokens
+            .div_ceil(query_tile(&self.gpu().kernel_plan(), o.head_dim));
+        // Entropy partial sums: one per workgroup, or one per query (attention_cpu).
+        let partials = if cpu { q.tokens } else { tiles };
+        let partial = self.gpu().empty(OP, &[slots, partials, 2], DType::F32)?;
         let entropy = match o.entropy_out {
             Some(e) => {
                 if e.dtype() != DType::F32 || e.len() != 2 * slots {
@@ -439,16 +468,28 @@ impl Batch {
             scale,
             causal: o.causal as u32,
             use_head_list: o.active_heads.is_some() as u32,
-            n_query_tiles: tiles as u32,
+            n_query_tiles: partials as u32,
         };
-        let defines = [
-            ("D_MAX", d_max as u32),
-            ("KEY_TILE", KEY_TILE as u32),
-            ("COUNT_WORK", o.count_work.is_some() as u32),
-        ];
-        let key = PipelineKey {
-            variant: Variant::new("attention", storage, &defines)?,
-            entry: "attention",
+        let count_work = ("COUNT_WORK", o.count_work.is_some() as u32);
+        let key = if cpu {
+            PipelineKey {
+                variant: Variant::new(
+                    "attention_cpu",
+                    storage,
+                    &[("HEAD_DIM", o.head_dim as u32), count_work],
+                )?,
+                entry: "attention_cpu",
+            }
+        } else {
+            let defines = [
+                ("D_MAX", d_max as u32),
+                ("KEY_TILE", KEY_TILE as u32),
+                count_work,
+            ];
+            PipelineKey {
+                variant: Variant::new("attention", storage, &defines)?,
+                entry: "attention",
+            }
         };
         let list_bind = o
             .active_heads
@@ -481,7 +522,7 @@ impl Batch {
         let heads_params = HeadsParams {
             n_slots: slots as u32,
             n_q: q.tokens as u32,
-            n_query_tiles: tiles as u32,
+            n_query_tiles: partials as u32,
             head_dim: o.head_dim as u32,
             o_layout: out_layout.as_u32(),
             n_heads: o.heads as u32,
@@ -731,7 +772,7 @@ impl Batch {
         let params = HeadsParams {
             n_slots: slots as u32,
             n_q: n_q as u32,
-            n_query_tiles: n_q.div_ceil(QUERY_TILE) as u32,
+            n_query_tiles: n_q.div_ceil(query_tile(&self.gpu().kernel_plan(), head_dim)) as u32,
             head_dim: head_dim as u32,
             o_layout: [0; 4],
             n_heads: 1,

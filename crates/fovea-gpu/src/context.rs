@@ -171,6 +171,13 @@ pub struct KernelPlan {
     /// Layer norm with one row per invocation (`norm.wgsl` `layer_norm_cpu`) instead of
     /// one 256-wide workgroup per row.
     pub layer_norm_per_lane: bool,
+    /// Attention with one query per invocation and key/value rows shared by
+    /// `subgroupBroadcast` (`attention_cpu.wgsl`, software class with 8-lane subgroups)
+    /// for the head dimensions it is compiled for, instead of 64-query workgroups
+    /// staging keys in workgroup memory (`attention.wgsl`). Without subgroups (GL,
+    /// SwiftShader) the tiled kernel stays: a variant with workgroup-uniform loads ran
+    /// no faster on lavapipe and took 30-100 s to compile on the GL backend.
+    pub attention_per_lane: bool,
 }
 
 impl KernelPlan {
@@ -188,13 +195,14 @@ impl KernelPlan {
             matmul,
             conv2d: matmul,
             layer_norm_per_lane: class == AdapterClass::Software,
+            attention_per_lane: matmul == MatmulKernel::CpuSubgroup,
         }
     }
 
     /// One line for `fovea info`: class and chosen variants.
     pub fn describe(&self) -> String {
         format!(
-            "class {}; kernels: matmul {}, conv2d {}, layer_norm {}",
+            "class {}; kernels: matmul {}, conv2d {}, layer_norm {}, attention {}",
             self.class.name(),
             self.matmul.name(),
             self.conv2d.name(),
@@ -202,6 +210,11 @@ impl KernelPlan {
                 "row-per-lane"
             } else {
                 "workgroup-per-row"
+            },
+            if self.attention_per_lane {
+                "query-per-lane"
+            } else {
+                "workgroup-tiled"
             }
         )
     }

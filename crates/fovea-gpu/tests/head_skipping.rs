@@ -98,7 +98,18 @@ fn compaction_lists_active_then_inactive_heads_in_order() {
         want.extend(&active);
         want.extend(&inactive);
         assert_eq!(got, want, "slots {slots}, seed {s}");
-        let tiles = 130u32.div_ceil(64);
+        // The attention kernel's query tiles: 64 queries per workgroup, 8 on the software
+        // class's query-per-lane kernel.
+        let tiles =
+            130u32.div_ceil(fovea_gpu::attention::query_tile(&gpu().kernel_plan(), 40) as u32);
+        assert_eq!(
+            tiles,
+            if gpu().kernel_plan().attention_per_lane {
+                17
+            } else {
+                3
+            }
+        );
         let zero_groups = (130u32 * 40).div_ceil(256);
         assert_eq!(
             args,

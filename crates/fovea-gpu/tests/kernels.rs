@@ -184,12 +184,20 @@ fn timestep_embedding_matches_diffusers_definition() {
     }
 }
 
+/// Every attention kernel (the tiled one and the software class's query-per-lane one)
+/// on SD's and fovea-tiny's head dims, odd sizes and causal masking.
 #[test]
 fn attention_matches_reference_at_sd_head_dims() {
-    let mut c = checker();
+    for gpu in class_gpus() {
+        attention_cases(&mut checker_on(gpu));
+    }
+}
+
+fn attention_cases(c: &mut fovea_gpu::selfcheck::Checker) {
     for dt in dtypes() {
-        // (batch, heads, n_q, n_k, head_dim, causal): SD 1.5 uses D=40/80/160, SD 2.1 D=64;
-        // key lengths 77 (text) and N (self); 33 is an odd head_dim.
+        // (batch, heads, n_q, n_k, head_dim, causal): SD 1.5 uses D=40/80/160, SD 2.1 D=64,
+        // fovea-tiny 8/16/32 (UNet) and 64 (text, causal); key lengths 77 (text) and N
+        // (self); 33 is an odd head_dim, 36 one without a query-per-lane variant.
         let cases = [
             (2, 2, 64, 77, 40, false),
             (1, 1, 1024, 77, 40, false),
@@ -200,6 +208,11 @@ fn attention_matches_reference_at_sd_head_dims() {
             (1, 3, 65, 65, 33, false),
             (1, 2, 77, 77, 64, true),
             (1, 1, 1, 1, 40, false),
+            (2, 4, 256, 256, 32, false),
+            (1, 4, 61, 13, 16, false),
+            (1, 2, 19, 19, 8, true),
+            (1, 1, 9, 3, 128, false),
+            (1, 1, 10, 10, 36, true),
         ];
         for (b, h, nq, nk, d, causal) in cases {
             expect_pass(c.seed, block_on(c.attention(b, h, nq, nk, d, causal, dt)));

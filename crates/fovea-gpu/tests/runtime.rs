@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::gpu;
+use common::{class_gpus, gpu};
 use fovea_gpu::{AttentionOptions, DType, Gpu, GpuError, GpuOptions, MatmulKernel, MatmulOptions};
 use pollster::block_on;
 
@@ -319,4 +319,40 @@ fn profiled_batches_time_each_op() {
             .iter()
             .all(|t| t.gpu_ns.is_finite() && t.gpu_ns >= 0.0)
     );
+}
+
+/// Each plan runs the attention kernel it names: the software class with 8-lane
+/// subgroups the query-per-lane kernel for the head dims it is compiled for, the tiled
+/// kernel otherwise.
+#[test]
+fn the_plan_picks_the_attention_kernel() {
+    for g in class_gpus() {
+        if !g.capabilities().timestamps {
+            eprintln!(
+                "skipped: adapter `{}` has no timestamp queries",
+                g.adapter_info().name
+            );
+            return;
+        }
+        let plan = g.kernel_plan();
+        for d in [32, 36] {
+            let x = g
+                .upload_f32("x", &[1, 9, 2 * d], DType::F32, &vec![0.5; 18 * d])
+                .unwrap();
+            let mut b = g.profiled_batch();
+            b.attention(&x, &x, &x, &AttentionOptions::new(1, 2, d))
+                .unwrap();
+            let timings = block_on(b.submit().unwrap().timings()).unwrap();
+            assert_eq!(
+                plan.attention_per_lane,
+                plan.matmul == MatmulKernel::CpuSubgroup
+            );
+            let want = if plan.attention_per_lane && d == 32 {
+                "attention_cpu:f32:HEAD_DIM=32,COUNT_WORK=0/attention_cpu".to_string()
+            } else {
+                "attention:f32:D_MAX=64,KEY_TILE=16,COUNT_WORK=0/attention".to_string()
+            };
+            assert_eq!(timings[0].label, want, "{}", plan.describe());
+        }
+    }
 }

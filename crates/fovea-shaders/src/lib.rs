@@ -196,6 +196,30 @@ pub const ATTENTION: Kernel = Kernel {
     ],
 };
 
+macro_rules! attention_cpu {
+    ($($d:literal),*) => {
+        /// Head dimensions [`ATTENTION_CPU`] is compiled for (each fixes its loops'
+        /// trip counts); other head dimensions use [`ATTENTION`].
+        pub const ATTENTION_CPU_HEAD_DIMS: &[u32] = &[$($d),*];
+
+        /// Fused attention for the software (CPU) adapter class with 8-lane subgroups:
+        /// one query per lane, 8 per workgroup, each key and value row loaded by one lane
+        /// and shared with `subgroupBroadcast`, no workgroup memory. `HEAD_DIM` is the
+        /// exact head dimension (one of [`ATTENTION_CPU_HEAD_DIMS`]); `COUNT_WORK` as in
+        /// [`ATTENTION`].
+        pub const ATTENTION_CPU: Kernel = Kernel {
+            name: "attention_cpu",
+            source: kernel_source!("attention_cpu"),
+            entry_points: &["attention_cpu"],
+            define_sets: &[$(
+                &[("HEAD_DIM", $d), ("COUNT_WORK", 0)],
+                &[("HEAD_DIM", $d), ("COUNT_WORK", 1)],
+            )*],
+        };
+    };
+}
+attention_cpu!(8, 16, 24, 32, 40, 48, 64, 80, 96, 128);
+
 /// Per-head entropy means, active-head compaction, zeroing of skipped heads.
 pub const ATTENTION_HEADS: Kernel = Kernel {
     name: "attention_heads",
@@ -222,6 +246,7 @@ pub const KERNELS: &[&Kernel] = &[
     &LAYOUT,
     &TIMESTEP,
     &ATTENTION,
+    &ATTENTION_CPU,
     &ATTENTION_HEADS,
 ];
 
