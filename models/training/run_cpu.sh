@@ -31,7 +31,9 @@ init_vae=() init_unet=()
 # INIT: models/training/wip (an autoencoder snapshot, snapshot.py) or a shipped v2 folder.
 if [ -n "$INIT" ]; then
   init_vae=(--init-from "$INIT")
-  if [ -e "$INIT/unet/config.json" ]; then init_unet=(--init-from "$INIT"); fi
+  if [ -e "$INIT/unet/config.json" ]; then init_unet=(--init-from "$INIT")
+  # No UNet there and no autoencoder trained here (VAE_MIN=0): freeze INIT's.
+  elif [ ! -e "$WORK/vae/diffusers/config.json" ]; then init_unet=(--vae "$INIT/vae"); fi
 fi
 mkdir -p "$WORK"
 if [ "$VAE_MIN" != 0 ] && [ ! -e "$WORK/unet/vae/config.json" ]; then
