@@ -476,7 +476,7 @@ impl Batch {
                 variant: Variant::new(
                     "attention_cpu",
                     storage,
-                    &[("HEAD_DIM", o.head_dim as u32), count_work],
+                    &[("HEAD_DIM", o.head_dim as u32), ("SUBGROUP", 1), count_work],
                 )?,
                 entry: "attention_cpu",
             }

@@ -348,7 +348,7 @@ fn the_plan_picks_the_attention_kernel() {
                 plan.matmul == MatmulKernel::CpuSubgroup
             );
             let want = if plan.attention_per_lane && d == 32 {
-                "attention_cpu:f32:HEAD_DIM=32,COUNT_WORK=0/attention_cpu".to_string()
+                "attention_cpu:f32:HEAD_DIM=32,SUBGROUP=1,COUNT_WORK=0/attention_cpu".to_string()
             } else {
                 "attention:f32:D_MAX=64,KEY_TILE=16,COUNT_WORK=0/attention".to_string()
             };

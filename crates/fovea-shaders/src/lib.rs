@@ -205,15 +205,16 @@ macro_rules! attention_cpu {
         /// Fused attention for the software (CPU) adapter class with 8-lane subgroups:
         /// one query per lane, 8 per workgroup, each key and value row loaded by one lane
         /// and shared with `subgroupBroadcast`, no workgroup memory. `HEAD_DIM` is the
-        /// exact head dimension (one of [`ATTENTION_CPU_HEAD_DIMS`]); `COUNT_WORK` as in
-        /// [`ATTENTION`].
+        /// exact head dimension (one of [`ATTENTION_CPU_HEAD_DIMS`]); `SUBGROUP` is
+        /// always 1 (it marks the variants as needing the subgroup capability);
+        /// `COUNT_WORK` as in [`ATTENTION`].
         pub const ATTENTION_CPU: Kernel = Kernel {
             name: "attention_cpu",
             source: kernel_source!("attention_cpu"),
             entry_points: &["attention_cpu"],
             define_sets: &[$(
-                &[("HEAD_DIM", $d), ("COUNT_WORK", 0)],
-                &[("HEAD_DIM", $d), ("COUNT_WORK", 1)],
+                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 0)],
+                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 1)],
             )*],
         };
     };
@@ -390,7 +391,7 @@ impl Variant {
         if self.needs_subgroups() {
             out.push((
                 Target::Glsl,
-                "subgroups: wgpu's GL backend has no SUBGROUP feature (the SUBGROUP=0 variant runs there)",
+                "subgroups: wgpu's GL backend has no SUBGROUP feature (its plan picks kernels without them)",
             ));
         }
         out
