@@ -189,10 +189,12 @@ fn timestep_embedding_matches_diffusers_definition() {
 #[test]
 fn attention_matches_reference_at_sd_head_dims() {
     // Once per attention kernel: plans that share it (the GPU class and the software
-    // class without subgroups both run the tiled one) would only repeat the run, and on
-    // the GL backend each repeat recompiles its variants.
+    // class without subgroups both run the tiled one) would only repeat the run. The
+    // software plans come first: on wgpu's GL backend the forced GPU-class device's
+    // first materialised attention (tiled matmul + softmax pipelines) was seen compiling
+    // in llvmpipe for over 25 minutes.
     let mut seen = Vec::new();
-    for gpu in class_gpus() {
+    for gpu in class_gpus().into_iter().rev() {
         let per_lane = gpu.kernel_plan().attention_per_lane;
         if !seen.contains(&per_lane) {
             seen.push(per_lane);
