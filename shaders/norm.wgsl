@@ -156,6 +156,83 @@ fn layer_norm_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     }
 }
 
+// group_norm for software adapters: one 8-invocation workgroup per (batch, group), so on
+// lavapipe (8 lanes) it is a single subgroup and each reduction is one barrier pair
+// instead of the 256-wide kernel's 32 subgroups resumed at 18 barriers. Four independent
+// sums per lane keep the FMA units fed; gamma/beta are read once per channel
+// (workgroup-uniform) by walking the output channel by channel. The host uses it while
+// the three passes stay inside llvmpipe's 65,535-iteration loop budget.
+const NARROW: u32 = 8u;
+var<workgroup> lanes: array<f32, NARROW>;
+
+fn reduce_sum_narrow(v: f32, lid: u32) -> f32 {
+    lanes[lid] = v;
+    workgroupBarrier();
+    var r = 0.0;
+    for (var i = 0u; i < NARROW; i++) {
+        r += lanes[i];
+    }
+    workgroupBarrier();
+    return r;
+}
+
+@compute @workgroup_size(8)
+fn group_norm_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+                  @builtin(local_invocation_index) lid: u32) {
+    let slot = flat_workgroup(wg, nwg);
+    if slot >= params.rows * params.groups {
+        return;
+    }
+    let per_group = params.channels / params.groups;
+    let count = per_group * params.spatial;
+    let base = slot * count;
+    let first_channel = (slot % params.groups) * per_group;
+    // Whole blocks of 4 * NARROW elements, then a tail of < 4 per lane.
+    let blocks = count / (4u * NARROW);
+    let tail = blocks * 4u * NARROW + lid;
+
+    var s = vec4<f32>(0.0);
+    for (var k = 0u; k < blocks; k++) {
+        let i = base + k * 4u * NARROW + lid;
+        s += vec4<f32>(f32(x[i]), f32(x[i + NARROW]), f32(x[i + 2u * NARROW]),
+                       f32(x[i + 3u * NARROW]));
+    }
+    for (var i = tail; i < count; i += NARROW) {
+        s.x += f32(x[base + i]);
+    }
+    let mean = reduce_sum_narrow(s.x + s.y + s.z + s.w, lid) / f32(count);
+    var q = vec4<f32>(0.0);
+    for (var k = 0u; k < blocks; k++) {
+        let i = base + k * 4u * NARROW + lid;
+        let d = vec4<f32>(f32(x[i]), f32(x[i + NARROW]), f32(x[i + 2u * NARROW]),
+                          f32(x[i + 3u * NARROW])) - mean;
+        q += d * d;
+    }
+    for (var i = tail; i < count; i += NARROW) {
+        let d = f32(x[base + i]) - mean;
+        q.x += d * d;
+    }
+    let inv_std = inverseSqrt(reduce_sum_narrow(q.x + q.y + q.z + q.w, lid) / f32(count)
+                              + params.eps);
+    for (var c = 0u; c < per_group; c++) {
+        let channel = first_channel + c;
+        var scale = inv_std;
+        var shift = 0.0;
+        if params.affine == 1u {
+            scale *= f32(gamma[channel]);
+            shift = f32(beta[channel]);
+        }
+        let row = base + c * params.spatial;
+        for (var i = lid; i < params.spatial; i += NARROW) {
+            var r = (f32(x[row + i]) - mean) * scale + shift;
+            if params.fuse_silu == 1u {
+                r = silu(r);
+            }
+            y[row + i] = elem(r);
+        }
+    }
+}
+
 // softmax(scale * x) along rows; the scale travels in `eps`.
 @compute @workgroup_size(256)
 fn softmax(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -168,9 +168,13 @@ pub struct KernelPlan {
     pub matmul: MatmulKernel,
     /// 2D convolution with 1x1 and 3x3 kernels.
     pub conv2d: MatmulKernel,
-    /// Layer norm with one row per invocation (`norm.wgsl` `layer_norm_cpu`) instead of
-    /// one 256-wide workgroup per row.
-    pub layer_norm_per_lane: bool,
+    /// Norms and elementwise ops shaped for software adapters, where each workgroup and
+    /// each 8-lane subgroup in it costs a coroutine resume: layer norm with one row per
+    /// invocation (`norm.wgsl` `layer_norm_cpu`), group norm with one 8-invocation
+    /// workgroup per group (`group_norm_cpu`), elementwise ops with 16 elements per
+    /// invocation in 8-wide workgroups (`elementwise.wgsl` `*_cpu`), instead of 256-wide
+    /// workgroups with one element, row or group each.
+    pub narrow: bool,
     /// Attention with one query per invocation and key/value rows shared by
     /// `subgroupBroadcast` (`attention_cpu.wgsl`, software class with 8-lane subgroups)
     /// for the head dimensions it is compiled for, instead of 64-query workgroups
@@ -194,7 +198,7 @@ impl KernelPlan {
             class,
             matmul,
             conv2d: matmul,
-            layer_norm_per_lane: class == AdapterClass::Software,
+            narrow: class == AdapterClass::Software,
             attention_per_lane: matmul == MatmulKernel::CpuSubgroup,
         }
     }
@@ -202,14 +206,14 @@ impl KernelPlan {
     /// One line for `fovea info`: class and chosen variants.
     pub fn describe(&self) -> String {
         format!(
-            "class {}; kernels: matmul {}, conv2d {}, layer_norm {}, attention {}",
+            "class {}; kernels: matmul {}, conv2d {}, norms/elementwise {}, attention {}",
             self.class.name(),
             self.matmul.name(),
             self.conv2d.name(),
-            if self.layer_norm_per_lane {
-                "row-per-lane"
+            if self.narrow {
+                "narrow"
             } else {
-                "workgroup-per-row"
+                "workgroup-256"
             },
             if self.attention_per_lane {
                 "query-per-lane"

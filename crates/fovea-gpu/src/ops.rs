@@ -278,6 +278,16 @@ fn broadcast_strides(shape: &[usize]) -> [u32; 4] {
     strides
 }
 
+/// Elements per invocation of the software elementwise kernels (`RUN` in
+/// `elementwise.wgsl`).
+const ELEMENTWISE_RUN: usize = 16;
+/// Largest row `layer_norm_cpu` takes: one invocation walks it three times, within
+/// llvmpipe's 65,535 loop iterations per invocation.
+const LAYER_NORM_PER_LANE_MAX: usize = 16384;
+/// Largest group `group_norm_cpu` takes: its 8 invocations walk a group in count / 32,
+/// count / 32 and count / 8 + channels loop iterations, within the same budget.
+const NARROW_NORM_MAX: usize = 8 * 16384;
+
 impl Batch {
     fn flat_groups(&self, op: &'static str, len: usize, per_group: usize) -> Result<[u32; 3]> {
         let groups = u32_dim(op, "workgroups", len.div_ceil(per_group))?;
@@ -311,6 +321,34 @@ impl Batch {
         Ok(())
     }
 
+    /// One `elementwise.wgsl` dispatch over `len` outputs: `entries` = [GPU entry point
+    /// (one element per invocation, 256-wide), software one (ELEMENTWISE_RUN per
+    /// invocation, 8-wide)], chosen by the kernel plan.
+    fn elementwise_dispatch(
+        &mut self,
+        op: &'static str,
+        dtype: fovea_shaders::Dtype,
+        entries: [&'static str; 2],
+        len: usize,
+        params: &ElementwiseParams,
+        bindings: &[(u32, Bind<'_>)],
+    ) -> Result<()> {
+        let (entry, per_group) = if self.gpu().kernel_plan().narrow {
+            (entries[1], 8 * ELEMENTWISE_RUN)
+        } else {
+            (entries[0], 256)
+        };
+        let wg = self.flat_groups(op, len, per_group)?;
+        let d = self.gpu().dispatch(
+            &key("elementwise", dtype, &[], entry)?,
+            bytemuck::bytes_of(params),
+            bindings,
+            Workgroups::Direct(wg),
+        )?;
+        self.record(d);
+        Ok(())
+    }
+
     /// y = alpha * act(x) + beta, elementwise. x: any shape; y: same.
     pub fn unary(&mut self, x: &Tensor, act: Activation, alpha: f32, beta: f32) -> Result<Tensor> {
         const OP: &str = "unary";
@@ -323,14 +361,14 @@ impl Batch {
             beta,
             ..Zeroable::zeroed()
         };
-        let wg = self.flat_groups(OP, x.len(), 256)?;
-        let d = self.gpu().dispatch(
-            &key("elementwise", dtype, &[], "unary")?,
-            bytemuck::bytes_of(&params),
+        self.elementwise_dispatch(
+            OP,
+            dtype,
+            ["unary", "unary_cpu"],
+            x.len(),
+            &params,
             &[(1, Bind::Tensor(x)), (3, Bind::Tensor(&y))],
-            Workgroups::Direct(wg),
         )?;
-        self.record(d);
         Ok(y)
     }
 
@@ -369,18 +407,18 @@ impl Batch {
             row_len: 0,
             _pad: [0; 3],
         };
-        let wg = self.flat_groups(OP, len, 256)?;
-        let d = self.gpu().dispatch(
-            &key("elementwise", dtype, &[], "binary")?,
-            bytemuck::bytes_of(&params),
+        self.elementwise_dispatch(
+            OP,
+            dtype,
+            ["binary", "binary_cpu"],
+            len,
+            &params,
             &[
                 (1, Bind::Tensor(a)),
                 (2, Bind::Tensor(b)),
                 (3, Bind::Tensor(&y)),
             ],
-            Workgroups::Direct(wg),
         )?;
-        self.record(d);
         Ok(y)
     }
 
@@ -413,14 +451,14 @@ impl Batch {
             row_len: (last / 2) as u32,
             ..Zeroable::zeroed()
         };
-        let wg = self.flat_groups(OP, y.len(), 256)?;
-        let d = self.gpu().dispatch(
-            &key("elementwise", dtype, &[], "geglu")?,
-            bytemuck::bytes_of(&params),
+        self.elementwise_dispatch(
+            OP,
+            dtype,
+            ["geglu", "geglu_cpu"],
+            y.len(),
+            &params,
             &[(1, Bind::Tensor(x)), (3, Bind::Tensor(&y))],
-            Workgroups::Direct(wg),
         )?;
-        self.record(d);
         Ok(y)
     }
 
@@ -831,7 +869,15 @@ impl Batch {
             affine: affine.is_some() as u32,
             _pad: 0,
         };
-        self.norm_dispatch(OP, "group_norm", x, affine, params, s[0] * groups)
+        // Software adapters: 8 invocations per group while the three passes fit llvmpipe's
+        // loop budget (count / 8 iterations each).
+        let count = s[1] / groups * spatial;
+        let entry = if self.gpu().kernel_plan().narrow && count <= NARROW_NORM_MAX {
+            "group_norm_cpu"
+        } else {
+            "group_norm"
+        };
+        self.norm_dispatch(OP, entry, x, affine, params, s[0] * groups)
     }
 
     /// Layer norm over the last dimension of x (..., D) with optional gamma/beta (D).
@@ -874,7 +920,7 @@ impl Batch {
         };
         // Software adapters: one row per lane, 8 rows per workgroup, while the row fits
         // the kernel's loop budget.
-        if self.gpu().kernel_plan().layer_norm_per_lane && d <= 16384 {
+        if self.gpu().kernel_plan().narrow && d <= LAYER_NORM_PER_LANE_MAX {
             self.norm_dispatch(OP, "layer_norm_cpu", x, affine, params, rows.div_ceil(8))
         } else {
             self.norm_dispatch(OP, "layer_norm", x, affine, params, rows)

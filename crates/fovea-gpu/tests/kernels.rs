@@ -1,7 +1,7 @@
 //! Every kernel against the float64 reference on fresh random inputs, at several shapes
 //! including ones that are not multiples of the tile sizes (64 for matmul/conv tiles
 //! and attention query tiles, 16 for K slices and key tiles, 256 for elementwise
-//! workgroups). Bounds: selfcheck::F32_BOUND (1e-5) and F16_BOUND (2e-3), normalised
+//! workgroups, 8 x 16 for the software ones), on every adapter class the tests run. Bounds: selfcheck::F32_BOUND (1e-5) and F16_BOUND (2e-3), normalised
 //! max error; outputs are poisoned with NaN first.
 
 mod common;
@@ -12,7 +12,12 @@ use pollster::block_on;
 
 #[test]
 fn activations_match_reference() {
-    let mut c = checker();
+    for gpu in class_gpus() {
+        activation_cases(&mut checker_on(gpu));
+    }
+}
+
+fn activation_cases(c: &mut fovea_gpu::selfcheck::Checker) {
     for dt in dtypes() {
         for act in [
             Activation::Identity,
@@ -32,7 +37,12 @@ fn activations_match_reference() {
 
 #[test]
 fn broadcast_binary_ops_match_reference() {
-    let mut c = checker();
+    for gpu in class_gpus() {
+        binary_cases(&mut checker_on(gpu));
+    }
+}
+
+fn binary_cases(c: &mut fovea_gpu::selfcheck::Checker) {
     for dt in dtypes() {
         for op in [BinaryOp::Add, BinaryOp::Mul] {
             expect_pass(
@@ -45,16 +55,26 @@ fn broadcast_binary_ops_match_reference() {
                 block_on(c.binary(op, &[2, 320, 9], &[1, 320, 1], dt)),
             );
             expect_pass(c.seed, block_on(c.binary(op, &[4, 1], &[1, 300], dt)));
+            // Unit dims inside and last: the software kernel's index carries at every
+            // element and across dims within one invocation's run.
+            expect_pass(
+                c.seed,
+                block_on(c.binary(op, &[3, 1, 5, 1], &[1, 4, 1, 1], dt)),
+            );
         }
     }
 }
 
 #[test]
 fn geglu_matches_reference() {
-    let mut c = checker();
-    for dt in dtypes() {
-        expect_pass(c.seed, block_on(c.geglu(1, 1, dt)));
-        expect_pass(c.seed, block_on(c.geglu(33, 160, dt)));
+    for gpu in class_gpus() {
+        let mut c = checker_on(gpu);
+        for dt in dtypes() {
+            expect_pass(c.seed, block_on(c.geglu(1, 1, dt)));
+            // Rows shorter than one invocation's run of 16.
+            expect_pass(c.seed, block_on(c.geglu(7, 3, dt)));
+            expect_pass(c.seed, block_on(c.geglu(33, 160, dt)));
+        }
     }
 }
 
@@ -151,6 +171,9 @@ fn norm_cases(c: &mut fovea_gpu::selfcheck::Checker) {
         expect_pass(c.seed, block_on(c.group_norm(2, 32, 64, 32, false, dt)));
         expect_pass(c.seed, block_on(c.group_norm(1, 64, 81, 8, true, dt)));
         expect_pass(c.seed, block_on(c.group_norm(3, 6, 5, 3, true, dt)));
+        // A group at the narrow (software) kernel's 131072-element limit, and one past it.
+        expect_pass(c.seed, block_on(c.group_norm(1, 32, 4096, 1, true, dt)));
+        expect_pass(c.seed, block_on(c.group_norm(1, 2, 65552, 1, false, dt)));
         expect_pass(c.seed, block_on(c.layer_norm(7, 320, dt)));
         expect_pass(c.seed, block_on(c.layer_norm(3, 1, dt)));
         expect_pass(c.seed, block_on(c.layer_norm(2, 1280, dt)));

@@ -5,7 +5,9 @@
 mod common;
 
 use common::{class_gpus, gpu};
-use fovea_gpu::{AttentionOptions, DType, Gpu, GpuError, GpuOptions, MatmulKernel, MatmulOptions};
+use fovea_gpu::{
+    AdapterClass, AttentionOptions, DType, Gpu, GpuError, GpuOptions, MatmulKernel, MatmulOptions,
+};
 use pollster::block_on;
 
 fn zeros(shape: &[usize]) -> fovea_gpu::Tensor {
@@ -313,7 +315,12 @@ fn profiled_batches_time_each_op() {
         MatmulKernel::CpuUniform => "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=0/matmul_cpu",
         MatmulKernel::CpuSubgroup => "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=1/matmul_cpu",
     };
-    assert_eq!(labels, [matmul, "elementwise:f32/unary"]);
+    let unary = if g.kernel_plan().narrow {
+        "elementwise:f32/unary_cpu"
+    } else {
+        "elementwise:f32/unary"
+    };
+    assert_eq!(labels, [matmul, unary]);
     assert!(
         timings
             .iter()
@@ -353,6 +360,46 @@ fn the_plan_picks_the_attention_kernel() {
                 "attention:f32:D_MAX=64,KEY_TILE=16,COUNT_WORK=0/attention".to_string()
             };
             assert_eq!(timings[0].label, want, "{}", plan.describe());
+        }
+    }
+}
+
+#[test]
+fn the_plan_picks_the_norm_and_elementwise_kernels() {
+    for g in class_gpus() {
+        if !g.capabilities().timestamps {
+            eprintln!(
+                "skipped: adapter `{}` has no timestamp queries",
+                g.adapter_info().name
+            );
+            return;
+        }
+        let plan = g.kernel_plan();
+        assert_eq!(plan.narrow, plan.class == AdapterClass::Software);
+        // 4 x 32768 elements per group fit the narrow kernel; 2 x 65540 do not.
+        for (c, s, narrow) in [(8, 32768, true), (4, 65540, false)] {
+            let x = g
+                .upload_f32("x", &[1, c, s], DType::F32, &vec![0.5; c * s])
+                .unwrap();
+            let mut b = g.profiled_batch();
+            b.group_norm(&x, 2, None, 1e-5, false).unwrap();
+            b.silu(&x).unwrap();
+            let timings = block_on(b.submit().unwrap().timings()).unwrap();
+            let (norm, unary) = match (plan.narrow, narrow) {
+                (true, true) => ("group_norm_cpu", "unary_cpu"),
+                (true, false) => ("group_norm", "unary_cpu"),
+                (false, _) => ("group_norm", "unary"),
+            };
+            let labels = [timings[0].label.as_str(), timings[1].label.as_str()];
+            assert_eq!(
+                labels,
+                [
+                    format!("norm:f32/{norm}"),
+                    format!("elementwise:f32/{unary}")
+                ],
+                "{}",
+                plan.describe()
+            );
         }
     }
 }

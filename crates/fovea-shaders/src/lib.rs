@@ -95,11 +95,19 @@ macro_rules! kernel_source {
     };
 }
 
-/// Elementwise activations, scale, broadcast add/mul, GEGLU.
+/// Elementwise activations, scale, broadcast add/mul, GEGLU; each also as a `_cpu` entry
+/// point for software adapters (8-wide workgroups, 16 elements per invocation).
 pub const ELEMENTWISE: Kernel = Kernel {
     name: "elementwise",
     source: kernel_source!("elementwise"),
-    entry_points: &["unary", "binary", "geglu"],
+    entry_points: &[
+        "unary",
+        "binary",
+        "geglu",
+        "unary_cpu",
+        "binary_cpu",
+        "geglu_cpu",
+    ],
     define_sets: &[&[]],
 };
 
@@ -154,12 +162,18 @@ pub const CONV2D: Kernel = Kernel {
     define_sets: &[&[]],
 };
 
-/// Group norm (+SiLU), layer norm (and a row-per-lane layer norm for software adapters),
-/// softmax.
+/// Group norm (+SiLU), layer norm, softmax; plus software-adapter variants of the two
+/// norms (an 8-wide group norm, a row-per-lane layer norm).
 pub const NORM: Kernel = Kernel {
     name: "norm",
     source: kernel_source!("norm"),
-    entry_points: &["group_norm", "layer_norm", "layer_norm_cpu", "softmax"],
+    entry_points: &[
+        "group_norm",
+        "group_norm_cpu",
+        "layer_norm",
+        "layer_norm_cpu",
+        "softmax",
+    ],
     define_sets: &[&[]],
 };
 
