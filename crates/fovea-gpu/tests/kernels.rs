@@ -141,6 +141,7 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             (1, 8, 16, 15, 8, 3, 2, 1, true),  // stride-2 downsample (diffusers pads 1)
             (1, 70, 9, 7, 65, 1, 1, 0, true),  // 1x1 projection, channels past a tile
             (1, 5, 6, 6, 3, 3, 2, 0, true),    // stride 2 without padding
+            (1, 6, 10, 9, 9, 3, 1, 0, true),   // 3x3 stride 1 without padding
             (1, 33, 12, 12, 17, 3, 1, 1, true),
             (2, 9, 5, 7, 11, 1, 1, 0, false), // 1x1, batch 2, pixels < one lane tile
             (1, 3, 7, 6, 4, 2, 1, 0, true),   // 2x2: the tiled kernel on every class
