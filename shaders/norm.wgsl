@@ -71,6 +71,22 @@ fn finish(v: f32, channel: u32) -> f32 {
     return r;
 }
 
+// Where group-norm slot `slot` (batch item * groups + group) lies in x.
+struct GroupSpan {
+    // Channels per group, and elements (channels * spatial).
+    channels: u32,
+    count: u32,
+    // Index of its first element, and its first channel.
+    base: u32,
+    first_channel: u32,
+}
+
+fn group_at(slot: u32) -> GroupSpan {
+    let channels = params.channels / params.groups;
+    let count = channels * params.spatial;
+    return GroupSpan(channels, count, slot * count, (slot % params.groups) * channels);
+}
+
 @compute @workgroup_size(256)
 fn group_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
               @builtin(local_invocation_index) lid: u32) {
@@ -79,10 +95,10 @@ fn group_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
     if slot >= params.rows * params.groups {
         return;
     }
-    let per_group = params.channels / params.groups;
-    let count = per_group * params.spatial;
-    let base = slot * count;
-    let first_channel = (slot % params.groups) * per_group;
+    let g = group_at(slot);
+    let count = g.count;
+    let base = g.base;
+    let first_channel = g.first_channel;
 
     var sum = 0.0;
     for (var i = lid; i < count; i += WG) {
@@ -183,10 +199,11 @@ fn group_norm_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
     if slot >= params.rows * params.groups {
         return;
     }
-    let per_group = params.channels / params.groups;
-    let count = per_group * params.spatial;
-    let base = slot * count;
-    let first_channel = (slot % params.groups) * per_group;
+    let g = group_at(slot);
+    let per_group = g.channels;
+    let count = g.count;
+    let base = g.base;
+    let first_channel = g.first_channel;
     // Whole blocks of 4 * NARROW elements, then a tail of < 4 per lane.
     let blocks = count / (4u * NARROW);
     let tail = blocks * 4u * NARROW + lid;

@@ -300,12 +300,8 @@ fn profiled_batches_time_each_op() {
     let y = b.matmul(&x, &x, None, MatmulOptions::default()).unwrap();
     b.silu(&y).unwrap();
     let timings = block_on(b.submit().unwrap().timings()).unwrap();
-    if !g.capabilities().timestamps {
+    if !has_timestamps(&g) {
         assert!(timings.is_empty());
-        eprintln!(
-            "skipped: adapter `{}` has no timestamp queries",
-            g.adapter_info().name
-        );
         return;
     }
     let labels: Vec<&str> = timings.iter().map(|t| t.label.as_str()).collect();
@@ -328,17 +324,25 @@ fn profiled_batches_time_each_op() {
     );
 }
 
+/// Whether `g` can time dispatches; says so when it cannot (the test is then skipped).
+fn has_timestamps(g: &Gpu) -> bool {
+    let yes = g.capabilities().timestamps;
+    if !yes {
+        eprintln!(
+            "skipped: adapter `{}` has no timestamp queries",
+            g.adapter_info().name
+        );
+    }
+    yes
+}
+
 /// Each plan runs the attention kernel it names: the software class with 8-lane
 /// subgroups the query-per-lane kernel for the head dims it is compiled for, the tiled
 /// kernel otherwise.
 #[test]
 fn the_plan_picks_the_attention_kernel() {
     for g in class_gpus() {
-        if !g.capabilities().timestamps {
-            eprintln!(
-                "skipped: adapter `{}` has no timestamp queries",
-                g.adapter_info().name
-            );
+        if !has_timestamps(&g) {
             return;
         }
         let plan = g.kernel_plan();
@@ -367,11 +371,7 @@ fn the_plan_picks_the_attention_kernel() {
 #[test]
 fn the_plan_picks_the_norm_and_elementwise_kernels() {
     for g in class_gpus() {
-        if !g.capabilities().timestamps {
-            eprintln!(
-                "skipped: adapter `{}` has no timestamp queries",
-                g.adapter_info().name
-            );
+        if !has_timestamps(&g) {
             return;
         }
         let plan = g.kernel_plan();
