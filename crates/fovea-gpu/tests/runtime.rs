@@ -300,7 +300,7 @@ fn profiled_batches_time_each_op() {
     let y = b.matmul(&x, &x, None, MatmulOptions::default()).unwrap();
     b.silu(&y).unwrap();
     let timings = block_on(b.submit().unwrap().timings()).unwrap();
-    if !has_timestamps(&g) {
+    if !has_timestamps(g) {
         assert!(timings.is_empty());
         return;
     }
@@ -342,7 +342,7 @@ fn has_timestamps(g: &Gpu) -> bool {
 #[test]
 fn the_plan_picks_the_attention_kernel() {
     for g in class_gpus() {
-        if !has_timestamps(&g) {
+        if !has_timestamps(g) {
             return;
         }
         let plan = g.kernel_plan();
@@ -371,7 +371,7 @@ fn the_plan_picks_the_attention_kernel() {
 #[test]
 fn the_plan_picks_the_norm_and_elementwise_kernels() {
     for g in class_gpus() {
-        if !has_timestamps(&g) {
+        if !has_timestamps(g) {
             return;
         }
         let plan = g.kernel_plan();
