@@ -154,7 +154,7 @@ async function start() {
     return;
   }
   try {
-    engine = await wasm.Engine.create(!query.has("f32"));
+    engine = await wasm.Engine.create(!query.has("f32"), isSoftwareAdapter(adapter));
     window.fovea.engine = engine; // for scripts and the end-to-end test
   } catch (e) {
     noWebGpu("the engine could not open the GPU adapter.", errorText(e));
@@ -175,6 +175,13 @@ async function start() {
     $("model-note").dataset.kind = "f16";
   }
   await chooseServedModel();
+}
+
+/** Whether the browser says the adapter is a software one (SwiftShader, a fallback). */
+function isSoftwareAdapter(adapter) {
+  const i = adapter.info ?? {};
+  const text = `${i.vendor ?? ""} ${i.architecture ?? ""} ${i.description ?? ""}`;
+  return Boolean(adapter.isFallbackAdapter || i.isFallbackAdapter) || /swiftshader|llvmpipe|lavapipe|warp/i.test(text);
 }
 
 /** The adapter's description as the browser gives it (wgpu's name is empty on the web). */

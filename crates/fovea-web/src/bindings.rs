@@ -4,7 +4,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use fovea_gpu::{DType, Gpu, GpuOptions};
+use fovea_gpu::{AdapterClass, DType, Gpu, GpuOptions};
 use fovea_pipeline::{MemoryFolder, StableDiffusion, StepInfo};
 use js_sys::{Object, Reflect, Uint8Array, Uint8ClampedArray};
 use serde::Serialize;
@@ -64,6 +64,8 @@ struct AdapterInfo {
     max_compute_workgroup_storage_size: u32,
     max_compute_invocations_per_workgroup: u32,
     max_storage_buffers_per_shader_stage: u32,
+    /// The adapter class and kernel variants the engine chose (as `fovea info` prints).
+    kernel_plan: String,
 }
 
 #[derive(Serialize)]
@@ -78,10 +80,14 @@ struct ModelInfo {
 #[wasm_bindgen]
 impl Engine {
     /// Opens the page's WebGPU adapter; fails with a clear message when the browser has
-    /// no WebGPU or no adapter. `allow_f16` = false forces the f32 path.
-    pub async fn create(allow_f16: bool) -> Result<Engine, JsError> {
+    /// no WebGPU or no adapter. `allow_f16` = false forces the f32 path. `software`: the
+    /// browser says the adapter is a software one (SwiftShader, a fallback adapter),
+    /// which wgpu cannot see on the web; the engine then runs the software-class
+    /// kernels where they are faster there (norms, elementwise).
+    pub async fn create(allow_f16: bool, software: bool) -> Result<Engine, JsError> {
         let gpu = Gpu::new(GpuOptions {
             allow_f16,
+            adapter_class: software.then_some(AdapterClass::Software),
             ..Default::default()
         })
         .await
@@ -111,6 +117,7 @@ impl Engine {
             max_compute_workgroup_storage_size: l.max_compute_workgroup_storage_size,
             max_compute_invocations_per_workgroup: l.max_compute_invocations_per_workgroup,
             max_storage_buffers_per_shader_stage: l.max_storage_buffers_per_shader_stage,
+            kernel_plan: g.kernel_plan().describe(),
         })
     }
 
