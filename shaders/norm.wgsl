@@ -96,25 +96,22 @@ fn group_norm(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg
         return;
     }
     let g = group_at(slot);
-    let count = g.count;
-    let base = g.base;
-    let first_channel = g.first_channel;
 
     var sum = 0.0;
-    for (var i = lid; i < count; i += WG) {
-        sum += f32(x[base + i]);
+    for (var i = lid; i < g.count; i += WG) {
+        sum += f32(x[g.base + i]);
     }
-    let mean = reduce_sum(sum, lid) / f32(count);
+    let mean = reduce_sum(sum, lid) / f32(g.count);
     var sq = 0.0;
-    for (var i = lid; i < count; i += WG) {
-        let d = f32(x[base + i]) - mean;
+    for (var i = lid; i < g.count; i += WG) {
+        let d = f32(x[g.base + i]) - mean;
         sq += d * d;
     }
-    let var_ = reduce_sum(sq, lid) / f32(count);
+    let var_ = reduce_sum(sq, lid) / f32(g.count);
     let inv_std = inverseSqrt(var_ + params.eps);
-    for (var i = lid; i < count; i += WG) {
-        let channel = first_channel + i / params.spatial;
-        y[base + i] = elem(finish((f32(x[base + i]) - mean) * inv_std, channel));
+    for (var i = lid; i < g.count; i += WG) {
+        let channel = g.first_channel + i / params.spatial;
+        y[g.base + i] = elem(finish((f32(x[g.base + i]) - mean) * inv_std, channel));
     }
 }
 
@@ -192,6 +189,11 @@ fn reduce_sum_narrow(v: f32, lid: u32) -> f32 {
     return r;
 }
 
+// x[i], x[i + NARROW], x[i + 2 NARROW], x[i + 3 NARROW]: a lane's share of one block.
+fn block4(i: u32) -> vec4<f32> {
+    return vec4<f32>(f32(x[i]), f32(x[i + NARROW]), f32(x[i + 2u * NARROW]), f32(x[i + 3u * NARROW]));
+}
+
 @compute @workgroup_size(8)
 fn group_norm_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                   @builtin(local_invocation_index) lid: u32) {
@@ -200,46 +202,38 @@ fn group_norm_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups)
         return;
     }
     let g = group_at(slot);
-    let per_group = g.channels;
-    let count = g.count;
-    let base = g.base;
-    let first_channel = g.first_channel;
     // Whole blocks of 4 * NARROW elements, then a tail of < 4 per lane.
-    let blocks = count / (4u * NARROW);
+    let blocks = g.count / (4u * NARROW);
     let tail = blocks * 4u * NARROW + lid;
 
     var s = vec4<f32>(0.0);
     for (var k = 0u; k < blocks; k++) {
-        let i = base + k * 4u * NARROW + lid;
-        s += vec4<f32>(f32(x[i]), f32(x[i + NARROW]), f32(x[i + 2u * NARROW]),
-                       f32(x[i + 3u * NARROW]));
+        s += block4(g.base + k * 4u * NARROW + lid);
     }
-    for (var i = tail; i < count; i += NARROW) {
-        s.x += f32(x[base + i]);
+    for (var i = tail; i < g.count; i += NARROW) {
+        s.x += f32(x[g.base + i]);
     }
-    let mean = reduce_sum_narrow(s.x + s.y + s.z + s.w, lid) / f32(count);
+    let mean = reduce_sum_narrow(s.x + s.y + s.z + s.w, lid) / f32(g.count);
     var q = vec4<f32>(0.0);
     for (var k = 0u; k < blocks; k++) {
-        let i = base + k * 4u * NARROW + lid;
-        let d = vec4<f32>(f32(x[i]), f32(x[i + NARROW]), f32(x[i + 2u * NARROW]),
-                          f32(x[i + 3u * NARROW])) - mean;
+        let d = block4(g.base + k * 4u * NARROW + lid) - mean;
         q += d * d;
     }
-    for (var i = tail; i < count; i += NARROW) {
-        let d = f32(x[base + i]) - mean;
+    for (var i = tail; i < g.count; i += NARROW) {
+        let d = f32(x[g.base + i]) - mean;
         q.x += d * d;
     }
-    let inv_std = inverseSqrt(reduce_sum_narrow(q.x + q.y + q.z + q.w, lid) / f32(count)
+    let inv_std = inverseSqrt(reduce_sum_narrow(q.x + q.y + q.z + q.w, lid) / f32(g.count)
                               + params.eps);
-    for (var c = 0u; c < per_group; c++) {
-        let channel = first_channel + c;
+    for (var c = 0u; c < g.channels; c++) {
+        let channel = g.first_channel + c;
         var scale = inv_std;
         var shift = 0.0;
         if params.affine == 1u {
             scale *= f32(gamma[channel]);
             shift = f32(beta[channel]);
         }
-        let row = base + c * params.spatial;
+        let row = g.base + c * params.spatial;
         for (var i = lid; i < params.spatial; i += NARROW) {
             var r = (f32(x[row + i]) - mean) * scale + shift;
             if params.fuse_silu == 1u {

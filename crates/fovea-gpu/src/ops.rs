@@ -286,7 +286,7 @@ const ELEMENTWISE_RUN: usize = 16;
 const LAYER_NORM_PER_LANE_MAX: usize = 16384;
 /// Largest group `group_norm_cpu` takes: its 8 invocations walk a group in count / 32,
 /// count / 32 and count / 8 + channels loop iterations, within the same budget.
-const NARROW_NORM_MAX: usize = 8 * 16384;
+const GROUP_NORM_NARROW_MAX: usize = 8 * 16384;
 
 impl Batch {
     fn flat_groups(&self, op: &'static str, len: usize, per_group: usize) -> Result<[u32; 3]> {
@@ -869,10 +869,10 @@ impl Batch {
             affine: affine.is_some() as u32,
             _pad: 0,
         };
-        // Software adapters: 8 invocations per group while the three passes fit llvmpipe's
-        // loop budget (count / 8 iterations each).
+        // Software adapters: 8 invocations per group while the group fits llvmpipe's loop
+        // budget.
         let count = s[1] / groups * spatial;
-        let entry = if self.gpu().kernel_plan().narrow && count <= NARROW_NORM_MAX {
+        let entry = if self.gpu().kernel_plan().narrow && count <= GROUP_NORM_NARROW_MAX {
             "group_norm_cpu"
         } else {
             "group_norm"
