@@ -84,6 +84,10 @@ def kernel_peer(torch, F, kernel, shape):
         m, k, _, n = nums
         a, b = torch.rand(m, k) * 2 - 1, torch.rand(k, n) * 2 - 1
         return lambda: torch.mm(a, b)
+    if kernel == "linear":
+        m, k, n, _ = nums
+        a, w = torch.rand(m, k) * 2 - 1, torch.rand(n, k) * 2 - 1
+        return lambda: F.linear(a, w)
     if kernel == "conv2d 3x3":
         bn, c, h, w, co = nums
         x, wt = torch.rand(bn, c, h, w), torch.rand(co, c, 3, 3)

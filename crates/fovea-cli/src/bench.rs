@@ -279,6 +279,17 @@ fn kernels(gpu: &Gpu, o: &BenchOptions, full: bool) -> Result<Vec<KernelRow>, St
         "GFLOP/s",
         t,
     );
+    // The same product as a Linear layer: weight stored (N, K), as every projection
+    // in the models (the software class's PACKED matmul path).
+    let lw = filled(gpu, "linear w", &[n, k], dt)?;
+    let t = time(gpu, o, |b| b.linear(&a, &lw, None).map(drop).map_err(gerr))?;
+    push(
+        "linear",
+        format!("{m}x{k} @ ({n}x{k})^T"),
+        2.0 * (m * k * n) as f64,
+        "GFLOP/s",
+        t,
+    );
     // 3x3 convolution, a UNet resnet's.
     let (bn, c, hw) = if full { (2, 320, 64) } else { (1, 64, 32) };
     let x = filled(gpu, "x", &[bn, c, hw, hw], dt)?;
