@@ -117,6 +117,13 @@ fn key(
     })
 }
 
+/// Whether `matmul_cpu` loads two K values at a time (its `PAIRS` variant): only for the
+/// Linear layout (lhs (M, K), rhs (N, K)) with even K, so that every row, and with it
+/// every batch item, starts on a pair.
+fn matmul_cpu_pairs(opts: MatmulOptions, k: usize) -> bool {
+    !opts.trans_a && opts.trans_b && k % 2 == 0
+}
+
 fn u32_dim(op: &'static str, what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| op_err(op, format!("{what} = {v} exceeds u32 indexing")))
 }
@@ -585,6 +592,7 @@ impl Batch {
                         ("TRANS_A", opts.trans_a as u32),
                         ("TRANS_B", opts.trans_b as u32),
                         ("SUBGROUP", (cpu == MatmulKernel::CpuSubgroup) as u32),
+                        ("PAIRS", matmul_cpu_pairs(opts, k) as u32),
                     ],
                     "matmul_cpu",
                 )?,

@@ -96,6 +96,11 @@ fn matmul_matches_reference_with_long_k() {
                 c.seed,
                 block_on(c.matmul(1, 9, 17, 8203, false, true, true, false, dt)),
             );
+            // Even: the pairwise Linear path on software adapters.
+            expect_pass(
+                c.seed,
+                block_on(c.matmul(1, 9, 17, 8202, false, true, true, false, dt)),
+            );
             expect_pass(
                 c.seed,
                 block_on(c.matmul(2, 11, 5, 4099, true, false, false, true, dt)),
@@ -115,6 +120,11 @@ fn matmul_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             (2, 40, 50, 77, false, true, true, false),
             (2, 77, 77, 40, true, true, false, true),
             (1, 130, 257, 200, false, true, true, false),
+            // The Linear layout with even K: software adapters load K in pairs (one
+            // pair, an odd pair count, batched weights).
+            (2, 9, 23, 2, false, true, true, true),
+            (1, 33, 17, 6, false, true, false, false),
+            (3, 19, 21, 38, false, true, false, true),
         ];
         for (batch, m, n, k, ta, tb, bias, bb) in cases {
             expect_pass(

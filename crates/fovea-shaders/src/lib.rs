@@ -123,19 +123,73 @@ pub const MATMUL: Kernel = Kernel {
 /// columns per 8-lane workgroup. `TRANS_A`/`TRANS_B` fix the stored layouts;
 /// `SUBGROUP=1` shares lhs values with `subgroupBroadcast` (needs subgroups of exactly
 /// 8 invocations), `SUBGROUP=0` loads them workgroup-uniformly (any adapter).
+/// `PAIRS=1` (Linear layout only: `TRANS_A=0`, `TRANS_B=1`, even K and even batch
+/// strides) loads two consecutive K values of each operand per load.
 pub const MATMUL_CPU: Kernel = Kernel {
     name: "matmul_cpu",
     source: kernel_source!("matmul_cpu"),
     entry_points: &["matmul_cpu"],
     define_sets: &[
-        &[("TRANS_A", 0), ("TRANS_B", 0), ("SUBGROUP", 0)],
-        &[("TRANS_A", 0), ("TRANS_B", 1), ("SUBGROUP", 0)],
-        &[("TRANS_A", 1), ("TRANS_B", 0), ("SUBGROUP", 0)],
-        &[("TRANS_A", 1), ("TRANS_B", 1), ("SUBGROUP", 0)],
-        &[("TRANS_A", 0), ("TRANS_B", 0), ("SUBGROUP", 1)],
-        &[("TRANS_A", 0), ("TRANS_B", 1), ("SUBGROUP", 1)],
-        &[("TRANS_A", 1), ("TRANS_B", 0), ("SUBGROUP", 1)],
-        &[("TRANS_A", 1), ("TRANS_B", 1), ("SUBGROUP", 1)],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 0),
+            ("SUBGROUP", 0),
+            ("PAIRS", 0),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 0),
+            ("PAIRS", 0),
+        ],
+        &[
+            ("TRANS_A", 1),
+            ("TRANS_B", 0),
+            ("SUBGROUP", 0),
+            ("PAIRS", 0),
+        ],
+        &[
+            ("TRANS_A", 1),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 0),
+            ("PAIRS", 0),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 0),
+            ("SUBGROUP", 1),
+            ("PAIRS", 0),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("PAIRS", 0),
+        ],
+        &[
+            ("TRANS_A", 1),
+            ("TRANS_B", 0),
+            ("SUBGROUP", 1),
+            ("PAIRS", 0),
+        ],
+        &[
+            ("TRANS_A", 1),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("PAIRS", 0),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 0),
+            ("PAIRS", 1),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("PAIRS", 1),
+        ],
     ],
 };
 
@@ -431,7 +485,8 @@ pub fn all_variants() -> Vec<Variant> {
 
 /// Builds one WGSL module: a header (`enable f16;` when needed, `alias elem`, one
 /// `const` per define), the common helpers, then `source` with `#if NAME` / `#else` /
-/// `#endif` lines resolved (NAME true when its define is nonzero). Lines removed by
+/// `#endif` lines resolved (NAME true when its define is nonzero; the built-in `F16`
+/// is true when `elem` is f16). Lines removed by
 /// the preprocessor become blank so naga's line numbers still match the file.
 pub fn preprocess(
     source: &str,
@@ -462,11 +517,13 @@ pub fn preprocess(
         let active = stack.iter().all(|(cond, in_else)| *cond != *in_else);
         if let Some(name) = trimmed.strip_prefix("#if ") {
             let name = name.trim();
-            let value = defines
-                .iter()
-                .find(|(n, _)| *n == name)
-                .map(|(_, v)| *v)
-                .ok_or_else(|| err(i + 1, format!("#if on undefined name `{name}`")))?;
+            // `F16` is built in: whether `elem` is f16 (for code that packs elements).
+            let value = if name == "F16" {
+                Some((dtype == Dtype::F16) as u32)
+            } else {
+                defines.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+            }
+            .ok_or_else(|| err(i + 1, format!("#if on undefined name `{name}`")))?;
             stack.push((value != 0, false));
             out.push('\n');
         } else if trimmed == "#else" {
