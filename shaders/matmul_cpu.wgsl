@@ -50,18 +50,7 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> params: Params;
 #if PAIRS
-// Two consecutive elements of a stored matrix.
-#if F16
-alias Pair = u32;
-fn pair_values(p: Pair) -> vec2<f32> {
-    return unpack2x16float(p);
-}
-#else
-alias Pair = vec2<f32>;
-fn pair_values(p: Pair) -> vec2<f32> {
-    return p;
-}
-#endif
+// (Pair: two consecutive elements, from the module header.)
 // lhs: (batch, M, K) in pairs along K
 @group(0) @binding(1) var<storage, read> lhs: array<Pair>;
 // rhs: (batch, N, K) in pairs along K

@@ -27,7 +27,9 @@ pub fn check_source(
         .map_err(|e| format!("{label}: WGSL parse error\n{}", e.emit_to_string(source)))?;
     let mut caps = Capabilities::empty();
     if dtype == Dtype::F16 {
-        caps |= Capabilities::SHADER_FLOAT16;
+        // f16 modules unpack two f16 from one u32 (`pair_values`); wgpu grants the
+        // f16-in-f32 capability on every backend that has SHADER_F16.
+        caps |= Capabilities::SHADER_FLOAT16 | Capabilities::SHADER_FLOAT16_IN_FLOAT32;
     }
     if subgroups {
         caps |= Capabilities::SUBGROUP;

@@ -124,6 +124,14 @@ fn matmul_cpu_pairs(opts: MatmulOptions, k: usize) -> bool {
     !opts.trans_a && opts.trans_b && k % 2 == 0
 }
 
+/// Whether `conv2d_cpu` gives each lane two neighbouring pixels and loads the input two
+/// columns at a time (its `PAIRS` variant): stride 1, an even width kept by the
+/// convolution (so both pixels share a row and every row starts on a pair), and the
+/// left padding of a centred kernel.
+fn conv2d_cpu_pairs(p: &ConvParams) -> bool {
+    p.stride == 1 && p.w_in % 2 == 0 && p.w_out == p.w_in && p.pad_left == p.kernel_w / 2
+}
+
 fn u32_dim(op: &'static str, what: &str, v: usize) -> Result<u32> {
     u32::try_from(v).map_err(|_| op_err(op, format!("{what} = {v} exceeds u32 indexing")))
 }
@@ -753,6 +761,7 @@ impl Batch {
                     &[
                         ("KSIZE", ws[2] as u32),
                         ("SUBGROUP", (cpu == MatmulKernel::CpuSubgroup) as u32),
+                        ("PAIRS", conv2d_cpu_pairs(&params) as u32),
                     ],
                     "conv2d_cpu",
                 )?,

@@ -158,6 +158,10 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             // 7400 input channels: 66600 taps, past llvmpipe's 65535-iteration loop
             // budget per invocation if the taps ran as a loop
             (1, 7400, 2, 2, 3, 3, 1, 1, true),
+            // Even widths kept by the conv: software adapters give each lane two
+            // neighbouring pixels (a last workgroup part-filled, a 1x1 channel tail).
+            (2, 5, 6, 10, 9, 3, 1, 1, false),
+            (1, 70, 4, 6, 12, 1, 1, 0, true),
         ];
         for (n, ci, h, w, co, k, s, p, b) in cases {
             expect_pass(c.seed, block_on(c.conv2d(n, ci, h, w, co, k, s, p, b, dt)));
@@ -166,6 +170,11 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker) {
         expect_pass(
             c.seed,
             block_on(c.conv2d_padded(1, 6, 9, 8, 7, 3, 2, [0, 1, 0, 1], true, dt)),
+        );
+        // Stride 1 with padding only below: the pixel pairs meet the bottom rows' zeros.
+        expect_pass(
+            c.seed,
+            block_on(c.conv2d_padded(1, 4, 5, 6, 8, 3, 1, [0, 2, 1, 1], true, dt)),
         );
     }
 }

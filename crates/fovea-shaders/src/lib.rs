@@ -195,16 +195,22 @@ pub const MATMUL_CPU: Kernel = Kernel {
 
 /// 2D convolution for the software (CPU) adapter class, shaped as [`MATMUL_CPU`]: 8
 /// output channels x 16 pixels per 8-lane workgroup, square kernels of `KSIZE` 1 or 3
-/// (taps unrolled), `SUBGROUP` as in [`MATMUL_CPU`].
+/// (taps unrolled), `SUBGROUP` as in [`MATMUL_CPU`]. `PAIRS=1` (stride 1, even widths,
+/// same width in and out) gives each lane two neighbouring pixels and loads the input
+/// two columns at a time.
 pub const CONV2D_CPU: Kernel = Kernel {
     name: "conv2d_cpu",
     source: kernel_source!("conv2d_cpu"),
     entry_points: &["conv2d_cpu"],
     define_sets: &[
-        &[("KSIZE", 1), ("SUBGROUP", 0)],
-        &[("KSIZE", 3), ("SUBGROUP", 0)],
-        &[("KSIZE", 1), ("SUBGROUP", 1)],
-        &[("KSIZE", 3), ("SUBGROUP", 1)],
+        &[("KSIZE", 1), ("SUBGROUP", 0), ("PAIRS", 0)],
+        &[("KSIZE", 3), ("SUBGROUP", 0), ("PAIRS", 0)],
+        &[("KSIZE", 1), ("SUBGROUP", 1), ("PAIRS", 0)],
+        &[("KSIZE", 3), ("SUBGROUP", 1), ("PAIRS", 0)],
+        &[("KSIZE", 1), ("SUBGROUP", 0), ("PAIRS", 1)],
+        &[("KSIZE", 3), ("SUBGROUP", 0), ("PAIRS", 1)],
+        &[("KSIZE", 1), ("SUBGROUP", 1), ("PAIRS", 1)],
+        &[("KSIZE", 3), ("SUBGROUP", 1), ("PAIRS", 1)],
     ],
 };
 
@@ -483,10 +489,10 @@ pub fn all_variants() -> Vec<Variant> {
     out
 }
 
-/// Builds one WGSL module: a header (`enable f16;` when needed, `alias elem`, one
-/// `const` per define), the common helpers, then `source` with `#if NAME` / `#else` /
-/// `#endif` lines resolved (NAME true when its define is nonzero; the built-in `F16`
-/// is true when `elem` is f16). Lines removed by
+/// Builds one WGSL module: a header (`enable f16;` when needed, `alias elem`, the
+/// two-element word `Pair` with `pair_values`, one `const` per define), the common
+/// helpers, then `source` with `#if NAME` / `#else` /
+/// `#endif` lines resolved (NAME true when its define is nonzero). Lines removed by
 /// the preprocessor become blank so naga's line numbers still match the file.
 pub fn preprocess(
     source: &str,
@@ -499,6 +505,12 @@ pub fn preprocess(
         out.push_str("enable f16;\n");
     }
     out.push_str(&format!("alias elem = {};\n", dtype.wgsl()));
+    // Two consecutive elements as one storage word: kernels for software adapters load
+    // them at once (llvmpipe's per-lane loads cost the same for 16, 32 and 64 bits).
+    out.push_str(match dtype {
+        Dtype::F16 => "alias Pair = u32;\nfn pair_values(p: Pair) -> vec2<f32> { return unpack2x16float(p); }\n",
+        Dtype::F32 => "alias Pair = vec2<f32>;\nfn pair_values(p: Pair) -> vec2<f32> { return p; }\n",
+    });
     for (name, value) in defines {
         out.push_str(&format!("const {name}: u32 = {value}u;\n"));
     }
@@ -517,13 +529,11 @@ pub fn preprocess(
         let active = stack.iter().all(|(cond, in_else)| *cond != *in_else);
         if let Some(name) = trimmed.strip_prefix("#if ") {
             let name = name.trim();
-            // `F16` is built in: whether `elem` is f16 (for code that packs elements).
-            let value = if name == "F16" {
-                Some((dtype == Dtype::F16) as u32)
-            } else {
-                defines.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
-            }
-            .ok_or_else(|| err(i + 1, format!("#if on undefined name `{name}`")))?;
+            let value = defines
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| *v)
+                .ok_or_else(|| err(i + 1, format!("#if on undefined name `{name}`")))?;
             stack.push((value != 0, false));
             out.push('\n');
         } else if trimmed == "#else" {
