@@ -21,6 +21,10 @@
 // clamped and masked to probability 0, never branched around: every lane takes part in
 // every broadcast.
 //
+// PAIRS=1 (every k and v offset and stride even): key and value rows are read as
+// two-element words (`Pair`), half the loads; on lavapipe a lane-varying load costs the
+// same for 16 or 32 bits.
+//
 // Entropy: lane i writes its query's normalised entropy and its square to
 // entropy_partial[slot][query] (one entry per query, no reduction here);
 // entropy_reduce in attention_heads.wgsl sums them.
@@ -52,10 +56,17 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 // q: (B, N_q, H, D) through q_layout
 @group(0) @binding(1) var<storage, read> q: array<elem>;
+#if PAIRS
+// k: (B, N_k, H, D) through k_layout, in pairs
+@group(0) @binding(2) var<storage, read> k: array<Pair>;
+// v: (B, N_k, H, D) through v_layout, in pairs
+@group(0) @binding(3) var<storage, read> v: array<Pair>;
+#else
 // k: (B, N_k, H, D) through k_layout
 @group(0) @binding(2) var<storage, read> k: array<elem>;
 // v: (B, N_k, H, D) through v_layout
 @group(0) @binding(3) var<storage, read> v: array<elem>;
+#endif
 // out: (B, N_q, H, D) through o_layout
 @group(0) @binding(4) var<storage, read_write> out: array<elem>;
 // entropy_partial: (B * H, N_q, 2) each query's normalised entropy H and H^2, f32
@@ -69,6 +80,25 @@ struct Params {
 
 alias Row = array<vec4<f32>, D4>;
 
+// Elements c .. c + 3 of k and of v.
+fn k_quad(c: u32) -> vec4<f32> {
+#if PAIRS
+    let p = c / 2u;
+    return vec4<f32>(pair_values(k[p]), pair_values(k[p + 1u]));
+#else
+    return vec4<f32>(f32(k[c]), f32(k[c + 1u]), f32(k[c + 2u]), f32(k[c + 3u]));
+#endif
+}
+
+fn v_quad(c: u32) -> vec4<f32> {
+#if PAIRS
+    let p = c / 2u;
+    return vec4<f32>(pair_values(v[p]), pair_values(v[p + 1u]));
+#else
+    return vec4<f32>(f32(v[c]), f32(v[c + 1u]), f32(v[c + 2u]), f32(v[c + 3u]));
+#endif
+}
+
 // The 8 scores of a key block: lane i loads key row i's values (row_mine is where its
 // row starts) and subgroupBroadcast hands them to every lane. Returns keys 0-3 and 4-7.
 fn block_scores(q_row: ptr<function, Row>, row_mine: u32) -> array<vec4<f32>, 2> {
@@ -76,7 +106,7 @@ fn block_scores(q_row: ptr<function, Row>, row_mine: u32) -> array<vec4<f32>, 2>
     var hi = vec4<f32>(0.0);
     for (var c4 = 0u; c4 < D4; c4++) {
         let c = row_mine + c4 * 4u;
-        let kr = vec4<f32>(f32(k[c]), f32(k[c + 1u]), f32(k[c + 2u]), f32(k[c + 3u]));
+        let kr = k_quad(c);
         let qv = (*q_row)[c4];
         lo += vec4<f32>(
             dot(qv, subgroupBroadcast(kr, 0u)),
@@ -98,7 +128,7 @@ fn block_scores(q_row: ptr<function, Row>, row_mine: u32) -> array<vec4<f32>, 2>
 fn block_accumulate(acc: ptr<function, Row>, p_lo: vec4<f32>, p_hi: vec4<f32>, row_mine: u32) {
     for (var c4 = 0u; c4 < D4; c4++) {
         let c = row_mine + c4 * 4u;
-        let vr = vec4<f32>(f32(v[c]), f32(v[c + 1u]), f32(v[c + 2u]), f32(v[c + 3u]));
+        let vr = v_quad(c);
         var a = (*acc)[c4];
         a = fma(vec4<f32>(p_lo.x), subgroupBroadcast(vr, 0u), a);
         a = fma(vec4<f32>(p_lo.y), subgroupBroadcast(vr, 1u), a);

@@ -55,6 +55,11 @@ impl HeadLayout {
             + head_dim
     }
 
+    /// Every offset and stride is even, so rows can be read two elements at a time.
+    fn even(&self) -> bool {
+        self.as_u32().iter().all(|x| x % 2 == 0)
+    }
+
     fn as_u32(&self) -> [u32; 4] {
         [
             self.offset as u32,
@@ -476,7 +481,12 @@ impl Batch {
                 variant: Variant::new(
                     "attention_cpu",
                     storage,
-                    &[("HEAD_DIM", o.head_dim as u32), ("SUBGROUP", 1), count_work],
+                    &[
+                        ("HEAD_DIM", o.head_dim as u32),
+                        ("SUBGROUP", 1),
+                        count_work,
+                        ("PAIRS", (k.layout.even() && v.layout.even()) as u32),
+                    ],
                 )?,
                 entry: "attention_cpu",
             }

@@ -732,22 +732,25 @@ impl Checker {
         ))
     }
 
-    /// Attention reading q, k, v out of one fused (B, N, 3*H*D) projection through
-    /// strided views, compared with the reference on the separated tensors.
+    /// Attention reading q, k, v out of one fused (B, N, 3*H*D + pad) projection through
+    /// strided views (`pad` unused elements end each token's row: an odd pad gives odd
+    /// strides), compared with the reference on the separated tensors.
     pub async fn attention_fused_qkv(
         &mut self,
         batch: usize,
         heads: usize,
         n: usize,
         d: usize,
+        pad: usize,
         dtype: DType,
     ) -> Result<Check> {
         let hd = heads * d;
-        let (qkv, r_qkv) = self.input("qkv", &[batch, n, 3 * hd], dtype, 2.0)?;
+        let row_len = 3 * hd + pad;
+        let (qkv, r_qkv) = self.input("qkv", &[batch, n, row_len], dtype, 2.0)?;
         let split = |part: usize| -> Vec<f64> {
             (0..batch * n)
                 .flat_map(|row| {
-                    r_qkv[row * 3 * hd + part * hd..row * 3 * hd + (part + 1) * hd].to_vec()
+                    r_qkv[row * row_len + part * hd..row * row_len + (part + 1) * hd].to_vec()
                 })
                 .collect()
         };
@@ -756,8 +759,8 @@ impl Checker {
             tensor: &qkv,
             layout: HeadLayout {
                 offset: part * hd,
-                batch_stride: n * 3 * hd,
-                token_stride: 3 * hd,
+                batch_stride: n * row_len,
+                token_stride: row_len,
                 head_stride: d,
             },
             tokens: n,
@@ -785,7 +788,7 @@ impl Checker {
             false,
         );
         Ok(self.finish(
-            format!("attention fused-qkv B{batch} H{heads} N{n} D{d} {dtype}"),
+            format!("attention fused-qkv B{batch} H{heads} N{n} D{d} pad {pad} {dtype}"),
             dtype,
             &got,
             &want,

@@ -270,7 +270,9 @@ fn attention_cases(c: &mut fovea_gpu::selfcheck::Checker) {
         for (b, h, nq, nk, d, causal) in cases {
             expect_pass(c.seed, block_on(c.attention(b, h, nq, nk, d, causal, dt)));
         }
-        expect_pass(c.seed, block_on(c.attention_fused_qkv(2, 3, 70, 40, dt)));
+        expect_pass(c.seed, block_on(c.attention_fused_qkv(2, 3, 70, 40, 0, dt)));
+        // Odd strides: the software kernel reads k and v one element at a time.
+        expect_pass(c.seed, block_on(c.attention_fused_qkv(1, 2, 21, 16, 1, dt)));
         // Head dims beyond the fused kernel (the SD VAE's 512), materialised.
         expect_pass(
             c.seed,

@@ -281,14 +281,17 @@ macro_rules! attention_cpu {
         /// and shared with `subgroupBroadcast`, no workgroup memory. `HEAD_DIM` is the
         /// exact head dimension (one of [`ATTENTION_CPU_HEAD_DIMS`]); `SUBGROUP` is
         /// always 1 (it marks the variants as needing the subgroup capability);
-        /// `COUNT_WORK` as in [`ATTENTION`].
+        /// `COUNT_WORK` as in [`ATTENTION`]; `PAIRS=1` (even k/v offsets and strides)
+        /// reads key and value rows two elements per load.
         pub const ATTENTION_CPU: Kernel = Kernel {
             name: "attention_cpu",
             source: kernel_source!("attention_cpu"),
             entry_points: &["attention_cpu"],
             define_sets: &[$(
-                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 0)],
-                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 1)],
+                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 0), ("PAIRS", 0)],
+                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 1), ("PAIRS", 0)],
+                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 0), ("PAIRS", 1)],
+                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 1), ("PAIRS", 1)],
             )*],
         };
     };
