@@ -14,12 +14,13 @@
 // works out its pixels' top-left input row and column once, outside the channel loop
 // (llvmpipe hoists nothing). Padded taps load a clamped in-bounds element and select 0,
 // so no branch surrounds a load.
-// PAIRS=1 (stride 1, even widths, the same width in and out, left padding KSIZE / 2):
-// lane l owns the two neighbouring pixels pix0 + 2l and pix0 + 2l + 1 and reads the
-// input as two-element words (`Pair`): per input row of a 3x3 kernel three words hold
-// the four columns its three taps need for both pixels, instead of six loads. On
-// lavapipe a lane-varying load costs the same for 16 or 32 bits, and these loads were
-// about a third of this kernel's time.
+// PAIRS=1 (stride 1, even widths, the same width in and out, left padding KSIZE / 2, an
+// even number of weights): lane l owns the two neighbouring pixels pix0 + 2l and
+// pix0 + 2l + 1 and reads the input as two-element words (`Pair`): per input row of a
+// 3x3 kernel three words hold the four columns its three taps need for both pixels,
+// instead of six loads; with 8-lane subgroups each lane also loads its channel's nine
+// taps as five words. On lavapipe a lane-varying load costs the same for 16 or 32 bits,
+// and loads were about 60% of this kernel's time.
 
 const LANES: u32 = 8u;
 const ROWS: u32 = 8u;
@@ -57,8 +58,14 @@ struct Params {
 // input: (N, C_in, H_in, W_in)
 @group(0) @binding(1) var<storage, read> input: array<elem>;
 #endif
+#if PAIRS
+// weight: (C_out, C_in, KSIZE, KSIZE) in pairs (an even count; a channel's taps may
+// start on either half of a word)
+@group(0) @binding(2) var<storage, read> weight: array<Pair>;
+#else
 // weight: (C_out, C_in, KSIZE, KSIZE)
 @group(0) @binding(2) var<storage, read> weight: array<elem>;
+#endif
 // bias: (C_out); a dummy when has_bias is 0
 @group(0) @binding(3) var<storage, read> bias: array<elem>;
 // out: (N, C_out, H_out, W_out)
@@ -81,11 +88,20 @@ var<private> pix_x: array<i32, COLS>;
 // Weight rows of this workgroup's output channels (clamped; extra rows are not stored).
 var<private> w_off: WeightOffsets;
 
-// The ROWS output channels' weights of one tap (t = its index among the weights).
-fn tap_weights(t: u32) -> array<f32, ROWS> {
-    var w: array<f32, ROWS>;
+// Weight element e.
+fn weight_at(e: u32) -> f32 {
+#if PAIRS
+    let p = pair_values(weight[e / 2u]);
+    return select(p.x, p.y, (e & 1u) == 1u);
+#else
+    return f32(weight[e]);
+#endif
+}
+
 #if SUBGROUP
-    let mine = f32(weight[w_off + t]);
+// Each subgroup lane's value to every lane: lane i's is output channel i's weight.
+fn broadcast_rows(mine: f32) -> array<f32, ROWS> {
+    var w: array<f32, ROWS>;
     w[0] = subgroupBroadcast(mine, 0u);
     w[1] = subgroupBroadcast(mine, 1u);
     w[2] = subgroupBroadcast(mine, 2u);
@@ -94,17 +110,25 @@ fn tap_weights(t: u32) -> array<f32, ROWS> {
     w[5] = subgroupBroadcast(mine, 5u);
     w[6] = subgroupBroadcast(mine, 6u);
     w[7] = subgroupBroadcast(mine, 7u);
-#else
-    for (var i = 0u; i < ROWS; i++) {
-        w[i] = f32(weight[w_off[i] + t]);
-    }
-#endif
     return w;
 }
+#endif
 
-// One tap's weights times this lane's COLS input values.
-fn tap_fma(acc: ptr<function, Acc>, t: u32, x: array<f32, COLS>) {
-    let w = tap_weights(t);
+// The ROWS output channels' weights of one tap (t = its index among the weights).
+fn tap_weights(t: u32) -> array<f32, ROWS> {
+#if SUBGROUP
+    return broadcast_rows(weight_at(w_off + t));
+#else
+    var w: array<f32, ROWS>;
+    for (var i = 0u; i < ROWS; i++) {
+        w[i] = weight_at(w_off[i] + t);
+    }
+    return w;
+#endif
+}
+
+// One tap's weights (w[i] for output channel i) times this lane's COLS input values.
+fn tap_fma(acc: ptr<function, Acc>, w: array<f32, ROWS>, x: array<f32, COLS>) {
     for (var i = 0u; i < ROWS; i++) {
         for (var j = 0u; j < COLS; j++) {
             (*acc)[i][j] = fma(w[i], x[j], (*acc)[i][j]);
@@ -113,10 +137,44 @@ fn tap_fma(acc: ptr<function, Acc>, t: u32, x: array<f32, COLS>) {
 }
 
 #if PAIRS
+#if SUBGROUP
+// A 3x3 kernel's taps of one input channel for this lane's output channel (they start
+// at w_off + w_k), from the five words that hold them: nine one-element loads become
+// five, and each tap is taken from the half it falls in.
+fn lane_taps3(w_k: u32) -> array<f32, 9> {
+    let e = w_off + w_k;
+    let first = e / 2u;
+    let odd = (e & 1u) == 1u;
+    var h: array<f32, 10>;
+    for (var i = 0u; i < 5u; i++) {
+        let v = pair_values(weight[first + i]);
+        h[2u * i] = v.x;
+        h[2u * i + 1u] = v.y;
+    }
+    var w: array<f32, 9>;
+    for (var t = 0u; t < 9u; t++) {
+        w[t] = select(h[t], h[t + 1u], odd);
+    }
+    return w;
+}
+#endif
+
+// The weights of tap `t` (its index among the weights; `i` among the channel's taps):
+// from the lane's preloaded taps with 8-lane subgroups, else loaded.
+fn row_tap(t: u32, lane_w: array<f32, 9>, i: u32) -> array<f32, ROWS> {
+#if SUBGROUP
+    if KSIZE == 3u {
+        return broadcast_rows(lane_w[i]);
+    }
+#endif
+    return tap_weights(t);
+}
+
 // One input row (ky) of one input channel (its words start at in_base; its weights at
-// w_k): the words left of, at and right of the pixels' own columns give the four input
-// columns ox - 1 .. ox + 2 that the KSIZE taps read for both pixels.
-fn pair_row(acc: ptr<function, Acc>, in_base: u32, w_k: u32, ky: u32) {
+// w_k, this lane's in lane_w): the words left of, at and right of the pixels' own
+// columns give the four input columns ox - 1 .. ox + 2 that the KSIZE taps read for
+// both pixels.
+fn pair_row(acc: ptr<function, Acc>, in_base: u32, w_k: u32, ky: u32, lane_w: array<f32, 9>) {
     let words = params.w_in / 2u;
     let iy = pix_y[0] + i32(ky);
     let row_ok = u32(iy) < params.h_in;
@@ -126,25 +184,32 @@ fn pair_row(acc: ptr<function, Acc>, in_base: u32, w_k: u32, ky: u32) {
     let m0 = select(0.0, mid.x, row_ok);
     let m1 = select(0.0, mid.y, row_ok);
     if KSIZE == 1u {
-        tap_fma(acc, w_k, array(m0, m1));
+        tap_fma(acc, tap_weights(w_k), array(m0, m1));
     } else {
         let left = pair_values(input[row + u32(max(xm - 1, 0))]);
         let right = pair_values(input[row + u32(min(xm + 1, i32(words) - 1))]);
         let l = select(0.0, left.y, row_ok && xm > 0);
         let r = select(0.0, right.x, row_ok && xm + 1 < i32(words));
         let t = w_k + ky * KSIZE;
-        tap_fma(acc, t, array(l, m0));
-        tap_fma(acc, t + 1u, array(m0, m1));
-        tap_fma(acc, t + 2u, array(m1, r));
+        let i = ky * KSIZE;
+        tap_fma(acc, row_tap(t, lane_w, i), array(l, m0));
+        tap_fma(acc, row_tap(t + 1u, lane_w, i + 1u), array(m0, m1));
+        tap_fma(acc, row_tap(t + 2u, lane_w, i + 2u), array(m1, r));
     }
 }
 
 // Every input row of one input channel.
 fn channel_step(acc: ptr<function, Acc>, in_base: u32, w_k: u32) {
-    pair_row(acc, in_base, w_k, 0u);
+    var lane_w: array<f32, 9>;
+#if SUBGROUP
     if KSIZE == 3u {
-        pair_row(acc, in_base, w_k, 1u);
-        pair_row(acc, in_base, w_k, 2u);
+        lane_w = lane_taps3(w_k);
+    }
+#endif
+    pair_row(acc, in_base, w_k, 0u, lane_w);
+    if KSIZE == 3u {
+        pair_row(acc, in_base, w_k, 1u, lane_w);
+        pair_row(acc, in_base, w_k, 2u, lane_w);
     }
 }
 #else
@@ -160,7 +225,7 @@ fn tap_step(acc: ptr<function, Acc>, in_base: u32, w_k: u32, ky: u32, kx: u32) {
         let v = f32(input[in_base + off]);
         x[j] = select(0.0, v, inside);
     }
-    tap_fma(acc, w_k + ky * KSIZE + kx, x);
+    tap_fma(acc, tap_weights(w_k + ky * KSIZE + kx), x);
 }
 
 // Every tap of one input channel, written out: lavapipe ran a 9-iteration tap loop

@@ -124,12 +124,18 @@ fn matmul_cpu_pairs(opts: MatmulOptions, k: usize) -> bool {
     !opts.trans_a && opts.trans_b && k % 2 == 0
 }
 
-/// Whether `conv2d_cpu` gives each lane two neighbouring pixels and loads the input two
-/// columns at a time (its `PAIRS` variant): stride 1, an even width kept by the
-/// convolution (so both pixels share a row and every row starts on a pair), and the
-/// left padding of a centred kernel.
+/// Whether `conv2d_cpu` gives each lane two neighbouring pixels and loads the input and
+/// weights two elements at a time (its `PAIRS` variant): stride 1, an even width kept
+/// by the convolution (so both pixels share a row and every row starts on a pair), the
+/// left padding of a centred kernel, and an even number of weights (so the last one's
+/// word lies inside the tensor).
 fn conv2d_cpu_pairs(p: &ConvParams) -> bool {
-    p.stride == 1 && p.w_in % 2 == 0 && p.w_out == p.w_in && p.pad_left == p.kernel_w / 2
+    let weights = p.c_out * p.c_in * p.kernel_h * p.kernel_w;
+    p.stride == 1
+        && p.w_in % 2 == 0
+        && p.w_out == p.w_in
+        && p.pad_left == p.kernel_w / 2
+        && weights % 2 == 0
 }
 
 fn u32_dim(op: &'static str, what: &str, v: usize) -> Result<u32> {

@@ -159,9 +159,12 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             // budget per invocation if the taps ran as a loop
             (1, 7400, 2, 2, 3, 3, 1, 1, true),
             // Even widths kept by the conv: software adapters give each lane two
-            // neighbouring pixels (a last workgroup part-filled, a 1x1 channel tail).
-            (2, 5, 6, 10, 9, 3, 1, 1, false),
+            // neighbouring pixels and read inputs and weights in pairs (a last
+            // workgroup part-filled, channels whose taps start mid-word, a 1x1 channel
+            // tail); an odd number of weights keeps one-element loads.
+            (2, 5, 6, 10, 10, 3, 1, 1, false),
             (1, 70, 4, 6, 12, 1, 1, 0, true),
+            (1, 3, 4, 6, 5, 3, 1, 1, true),
         ];
         for (n, ci, h, w, co, k, s, p, b) in cases {
             expect_pass(c.seed, block_on(c.conv2d(n, ci, h, w, co, k, s, p, b, dt)));
