@@ -21,9 +21,9 @@
 // clamped and masked to probability 0, never branched around: every lane takes part in
 // every broadcast.
 //
-// PAIRS=1 (every k and v offset and stride even): key and value rows are read as
-// two-element words (`Pair`), half the loads; on lavapipe a lane-varying load costs the
-// same for 16 or 32 bits.
+// QUADS=1 (every k and v offset and stride a multiple of 4): key and value rows are
+// read as four-element words (`Quad`), a quarter of the loads; on lavapipe a
+// lane-varying load is a loop over the lanes whose cost grows far less than its width.
 //
 // Entropy: lane i writes its query's normalised entropy and its square to
 // entropy_partial[slot][query] (one entry per query, no reduction here);
@@ -56,11 +56,11 @@ struct Params {
 @group(0) @binding(0) var<uniform> params: Params;
 // q: (B, N_q, H, D) through q_layout
 @group(0) @binding(1) var<storage, read> q: array<elem>;
-#if PAIRS
-// k: (B, N_k, H, D) through k_layout, in pairs
-@group(0) @binding(2) var<storage, read> k: array<Pair>;
-// v: (B, N_k, H, D) through v_layout, in pairs
-@group(0) @binding(3) var<storage, read> v: array<Pair>;
+#if QUADS
+// k: (B, N_k, H, D) through k_layout, in quads
+@group(0) @binding(2) var<storage, read> k: array<Quad>;
+// v: (B, N_k, H, D) through v_layout, in quads
+@group(0) @binding(3) var<storage, read> v: array<Quad>;
 #else
 // k: (B, N_k, H, D) through k_layout
 @group(0) @binding(2) var<storage, read> k: array<elem>;
@@ -82,18 +82,16 @@ alias Row = array<vec4<f32>, D4>;
 
 // Elements c .. c + 3 of k and of v.
 fn k_quad(c: u32) -> vec4<f32> {
-#if PAIRS
-    let p = c / 2u;
-    return vec4<f32>(pair_values(k[p]), pair_values(k[p + 1u]));
+#if QUADS
+    return quad_values(k[c / 4u]);
 #else
     return vec4<f32>(f32(k[c]), f32(k[c + 1u]), f32(k[c + 2u]), f32(k[c + 3u]));
 #endif
 }
 
 fn v_quad(c: u32) -> vec4<f32> {
-#if PAIRS
-    let p = c / 2u;
-    return vec4<f32>(pair_values(v[p]), pair_values(v[p + 1u]));
+#if QUADS
+    return quad_values(v[c / 4u]);
 #else
     return vec4<f32>(f32(v[c]), f32(v[c + 1u]), f32(v[c + 2u]), f32(v[c + 3u]));
 #endif

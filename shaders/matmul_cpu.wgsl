@@ -10,10 +10,12 @@
 //   SUBGROUP=0: the lhs values are workgroup-uniform loads (one scalar load each).
 //   SUBGROUP=1: subgroup lane i loads row i's value and subgroupBroadcast shares it
 //               (needs a subgroup of exactly LANES = ROWS = 8 invocations).
-// PAIRS=1 (the Linear layout: lhs (M, K) and rhs (N, K), K even): each load brings two
-// consecutive K values (one 32-bit word of two f16, or a vec2 of f32). On lavapipe a
-// lane-varying load is a per-lane loop whose cost does not depend on the width of the
-// word, so this halves the cost of the operand loads, ~60% of this kernel's time there.
+// QUADS=1 (the Linear layout: lhs (M, K) and rhs (N, K), K a multiple of 4): each load
+// brings four consecutive K values (`Quad`: two 32-bit words of f16 pairs, or a vec4 of
+// f32). On lavapipe a lane-varying load is a loop over the lanes whose cost grows far
+// less than its width, and the operand loads were ~60% of this kernel's time there
+// (linear row on one lavapipe thread: one element per load 6.1 ms, two 4.2, four 3.4,
+// eight 3.3).
 // TRANS_A / TRANS_B fix the stored layouts at pipeline creation. Rows and columns past
 // the matrix are clamped for loading (no divergent branches around loads) and skipped
 // at the store. K is unrolled by 4 by hand: llvmpipe unrolls only loops of <= 32
@@ -49,12 +51,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-#if PAIRS
-// (Pair: two consecutive elements, from the module header.)
-// lhs: (batch, M, K) in pairs along K
-@group(0) @binding(1) var<storage, read> lhs: array<Pair>;
-// rhs: (batch, N, K) in pairs along K
-@group(0) @binding(2) var<storage, read> rhs: array<Pair>;
+#if QUADS
+// lhs: (batch, M, K) in quads along K
+@group(0) @binding(1) var<storage, read> lhs: array<Quad>;
+// rhs: (batch, N, K) in quads along K
+@group(0) @binding(2) var<storage, read> rhs: array<Quad>;
 #else
 // lhs: (batch, M, K), or (batch, K, M) when TRANS_A
 @group(0) @binding(1) var<storage, read> lhs: array<elem>;
@@ -74,13 +75,13 @@ alias LhsOffsets = array<u32, ROWS>;
 #endif
 alias Acc = array<array<f32, COLS>, ROWS>;
 
-#if PAIRS
-// Two k steps (pair p of K): this lane's COLS rhs pairs times the ROWS lhs pairs. The
-// offsets count pairs.
-fn pair_step(acc: ptr<function, Acc>, a_off: LhsOffsets, b_off: array<u32, COLS>, p: u32) {
+#if QUADS
+// Four k steps (quad q of K): this lane's COLS rhs quads times the ROWS lhs quads. The
+// offsets count quads.
+fn quad_step(acc: ptr<function, Acc>, a_off: LhsOffsets, b_off: array<u32, COLS>, q: u32) {
 #if SUBGROUP
-    let mine = pair_values(lhs[a_off + p]);
-    var a: array<vec2<f32>, ROWS>;
+    let mine = quad_values(lhs[a_off + q]);
+    var a: array<vec4<f32>, ROWS>;
     a[0] = subgroupBroadcast(mine, 0u);
     a[1] = subgroupBroadcast(mine, 1u);
     a[2] = subgroupBroadcast(mine, 2u);
@@ -90,18 +91,23 @@ fn pair_step(acc: ptr<function, Acc>, a_off: LhsOffsets, b_off: array<u32, COLS>
     a[6] = subgroupBroadcast(mine, 6u);
     a[7] = subgroupBroadcast(mine, 7u);
 #else
-    var a: array<vec2<f32>, ROWS>;
+    var a: array<vec4<f32>, ROWS>;
     for (var i = 0u; i < ROWS; i++) {
-        a[i] = pair_values(lhs[a_off[i] + p]);
+        a[i] = quad_values(lhs[a_off[i] + q]);
     }
 #endif
-    var b: array<vec2<f32>, COLS>;
+    var b: array<vec4<f32>, COLS>;
     for (var j = 0u; j < COLS; j++) {
-        b[j] = pair_values(rhs[b_off[j] + p]);
+        b[j] = quad_values(rhs[b_off[j] + q]);
     }
+    // In k order, as the one-element loop adds them.
     for (var i = 0u; i < ROWS; i++) {
         for (var j = 0u; j < COLS; j++) {
-            (*acc)[i][j] = fma(a[i].y, b[j].y, fma(a[i].x, b[j].x, (*acc)[i][j]));
+            var c = (*acc)[i][j];
+            c = fma(a[i].x, b[j].x, c);
+            c = fma(a[i].y, b[j].y, c);
+            c = fma(a[i].z, b[j].z, c);
+            (*acc)[i][j] = fma(a[i].w, b[j].w, c);
         }
     }
 }
@@ -188,30 +194,24 @@ fn matmul_cpu(
     }
 
     var acc: Acc;
-#if PAIRS
-    // Offsets in pairs (the host guarantees even K and batch strides); two pairs per
-    // iteration, then the odd one.
-    let pairs = params.k / 2u;
+#if QUADS
+    // Offsets in quads (the host guarantees K a multiple of 4, so every row and batch
+    // item starts on a quad), one quad per iteration.
+    let quads = params.k / 4u;
 #if SUBGROUP
-    let a_pair = a_off / 2u;
+    let a_quad = a_off / 4u;
 #else
-    var a_pair: LhsOffsets;
+    var a_quad: LhsOffsets;
     for (var i = 0u; i < ROWS; i++) {
-        a_pair[i] = a_off[i] / 2u;
+        a_quad[i] = a_off[i] / 4u;
     }
 #endif
-    var b_pair: array<u32, COLS>;
+    var b_quad: array<u32, COLS>;
     for (var j = 0u; j < COLS; j++) {
-        b_pair[j] = b_off[j] / 2u;
+        b_quad[j] = b_off[j] / 4u;
     }
-    let p_main = pairs - pairs % 2u;
-    var p = 0u;
-    for (; p < p_main; p += 2u) {
-        pair_step(&acc, a_pair, b_pair, p);
-        pair_step(&acc, a_pair, b_pair, p + 1u);
-    }
-    if p < pairs {
-        pair_step(&acc, a_pair, b_pair, p);
+    for (var q = 0u; q < quads; q++) {
+        quad_step(&acc, a_quad, b_quad, q);
     }
 #else
     let k_main = params.k - params.k % K_UNROLL;

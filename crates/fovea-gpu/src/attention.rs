@@ -55,9 +55,10 @@ impl HeadLayout {
             + head_dim
     }
 
-    /// Every offset and stride is even, so rows can be read two elements at a time.
-    fn even(&self) -> bool {
-        self.as_u32().iter().all(|x| x % 2 == 0)
+    /// Every offset and stride is a multiple of 4, so rows can be read four elements at
+    /// a time.
+    fn quads(&self) -> bool {
+        self.as_u32().iter().all(|x| x % 4 == 0)
     }
 
     fn as_u32(&self) -> [u32; 4] {
@@ -485,7 +486,7 @@ impl Batch {
                         ("HEAD_DIM", o.head_dim as u32),
                         ("SUBGROUP", 1),
                         count_work,
-                        ("PAIRS", (k.layout.even() && v.layout.even()) as u32),
+                        ("QUADS", (k.layout.quads() && v.layout.quads()) as u32),
                     ],
                 )?,
                 entry: "attention_cpu",

@@ -117,11 +117,11 @@ fn key(
     })
 }
 
-/// Whether `matmul_cpu` loads two K values at a time (its `PAIRS` variant): only for the
-/// Linear layout (lhs (M, K), rhs (N, K)) with even K, so that every row, and with it
-/// every batch item, starts on a pair.
-fn matmul_cpu_pairs(opts: MatmulOptions, k: usize) -> bool {
-    !opts.trans_a && opts.trans_b && k % 2 == 0
+/// Whether `matmul_cpu` loads four K values at a time (its `QUADS` variant): only for
+/// the Linear layout (lhs (M, K), rhs (N, K)) with K a multiple of 4, so that every
+/// row, and with it every batch item, starts on a quad.
+fn matmul_cpu_quads(opts: MatmulOptions, k: usize) -> bool {
+    !opts.trans_a && opts.trans_b && k % 4 == 0
 }
 
 /// Whether `conv2d_cpu` gives each lane two neighbouring pixels and loads the input and
@@ -606,7 +606,7 @@ impl Batch {
                         ("TRANS_A", opts.trans_a as u32),
                         ("TRANS_B", opts.trans_b as u32),
                         ("SUBGROUP", (cpu == MatmulKernel::CpuSubgroup) as u32),
-                        ("PAIRS", matmul_cpu_pairs(opts, k) as u32),
+                        ("QUADS", matmul_cpu_quads(opts, k) as u32),
                     ],
                     "matmul_cpu",
                 )?,

@@ -96,10 +96,10 @@ fn matmul_matches_reference_with_long_k() {
                 c.seed,
                 block_on(c.matmul(1, 9, 17, 8203, false, true, true, false, dt)),
             );
-            // Even: the pairwise Linear path on software adapters.
+            // A multiple of 4: the Linear path that loads quads on software adapters.
             expect_pass(
                 c.seed,
-                block_on(c.matmul(1, 9, 17, 8202, false, true, true, false, dt)),
+                block_on(c.matmul(1, 9, 17, 8204, false, true, true, false, dt)),
             );
             expect_pass(
                 c.seed,
@@ -120,11 +120,11 @@ fn matmul_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             (2, 40, 50, 77, false, true, true, false),
             (2, 77, 77, 40, true, true, false, true),
             (1, 130, 257, 200, false, true, true, false),
-            // The Linear layout with even K: software adapters load K in pairs (one
-            // pair, an odd pair count, batched weights).
-            (2, 9, 23, 2, false, true, true, true),
+            // The Linear layout with K a multiple of 4: software adapters load K in
+            // quads (one quad, batched weights); K = 2 mod 4 keeps one-element loads.
+            (2, 9, 23, 4, false, true, true, true),
+            (3, 19, 21, 36, false, true, false, true),
             (1, 33, 17, 6, false, true, false, false),
-            (3, 19, 21, 38, false, true, false, true),
         ];
         for (batch, m, n, k, ta, tb, bias, bb) in cases {
             expect_pass(
@@ -274,8 +274,9 @@ fn attention_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             expect_pass(c.seed, block_on(c.attention(b, h, nq, nk, d, causal, dt)));
         }
         expect_pass(c.seed, block_on(c.attention_fused_qkv(2, 3, 70, 40, 0, dt)));
-        // Odd strides: the software kernel reads k and v one element at a time.
-        expect_pass(c.seed, block_on(c.attention_fused_qkv(1, 2, 21, 16, 1, dt)));
+        // Strides that are not multiples of 4: the software kernel reads k and v one
+        // element at a time.
+        expect_pass(c.seed, block_on(c.attention_fused_qkv(1, 2, 21, 16, 2, dt)));
         // Head dims beyond the fused kernel (the SD VAE's 512), materialised.
         expect_pass(
             c.seed,

@@ -123,8 +123,8 @@ pub const MATMUL: Kernel = Kernel {
 /// columns per 8-lane workgroup. `TRANS_A`/`TRANS_B` fix the stored layouts;
 /// `SUBGROUP=1` shares lhs values with `subgroupBroadcast` (needs subgroups of exactly
 /// 8 invocations), `SUBGROUP=0` loads them workgroup-uniformly (any adapter).
-/// `PAIRS=1` (Linear layout only: `TRANS_A=0`, `TRANS_B=1`, even K and even batch
-/// strides) loads two consecutive K values of each operand per load.
+/// `QUADS=1` (Linear layout only: `TRANS_A=0`, `TRANS_B=1`, K a multiple of 4) loads
+/// four consecutive K values of each operand per load.
 pub const MATMUL_CPU: Kernel = Kernel {
     name: "matmul_cpu",
     source: kernel_source!("matmul_cpu"),
@@ -134,61 +134,61 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("TRANS_A", 0),
             ("TRANS_B", 0),
             ("SUBGROUP", 0),
-            ("PAIRS", 0),
+            ("QUADS", 0),
         ],
         &[
             ("TRANS_A", 0),
             ("TRANS_B", 1),
             ("SUBGROUP", 0),
-            ("PAIRS", 0),
+            ("QUADS", 0),
         ],
         &[
             ("TRANS_A", 1),
             ("TRANS_B", 0),
             ("SUBGROUP", 0),
-            ("PAIRS", 0),
+            ("QUADS", 0),
         ],
         &[
             ("TRANS_A", 1),
             ("TRANS_B", 1),
             ("SUBGROUP", 0),
-            ("PAIRS", 0),
+            ("QUADS", 0),
         ],
         &[
             ("TRANS_A", 0),
             ("TRANS_B", 0),
             ("SUBGROUP", 1),
-            ("PAIRS", 0),
+            ("QUADS", 0),
         ],
         &[
             ("TRANS_A", 0),
             ("TRANS_B", 1),
             ("SUBGROUP", 1),
-            ("PAIRS", 0),
+            ("QUADS", 0),
         ],
         &[
             ("TRANS_A", 1),
             ("TRANS_B", 0),
             ("SUBGROUP", 1),
-            ("PAIRS", 0),
+            ("QUADS", 0),
         ],
         &[
             ("TRANS_A", 1),
             ("TRANS_B", 1),
             ("SUBGROUP", 1),
-            ("PAIRS", 0),
+            ("QUADS", 0),
         ],
         &[
             ("TRANS_A", 0),
             ("TRANS_B", 1),
             ("SUBGROUP", 0),
-            ("PAIRS", 1),
+            ("QUADS", 1),
         ],
         &[
             ("TRANS_A", 0),
             ("TRANS_B", 1),
             ("SUBGROUP", 1),
-            ("PAIRS", 1),
+            ("QUADS", 1),
         ],
     ],
 };
@@ -281,17 +281,17 @@ macro_rules! attention_cpu {
         /// and shared with `subgroupBroadcast`, no workgroup memory. `HEAD_DIM` is the
         /// exact head dimension (one of [`ATTENTION_CPU_HEAD_DIMS`]); `SUBGROUP` is
         /// always 1 (it marks the variants as needing the subgroup capability);
-        /// `COUNT_WORK` as in [`ATTENTION`]; `PAIRS=1` (even k/v offsets and strides)
-        /// reads key and value rows two elements per load.
+        /// `COUNT_WORK` as in [`ATTENTION`]; `QUADS=1` (k/v offsets and strides multiples
+        /// of 4) reads key and value rows four elements per load.
         pub const ATTENTION_CPU: Kernel = Kernel {
             name: "attention_cpu",
             source: kernel_source!("attention_cpu"),
             entry_points: &["attention_cpu"],
             define_sets: &[$(
-                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 0), ("PAIRS", 0)],
-                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 1), ("PAIRS", 0)],
-                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 0), ("PAIRS", 1)],
-                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 1), ("PAIRS", 1)],
+                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 0), ("QUADS", 0)],
+                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 1), ("QUADS", 0)],
+                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 0), ("QUADS", 1)],
+                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 1), ("QUADS", 1)],
             )*],
         };
     };
@@ -493,7 +493,8 @@ pub fn all_variants() -> Vec<Variant> {
 }
 
 /// Builds one WGSL module: a header (`enable f16;` when needed, `alias elem`, the
-/// two-element word `Pair` with `pair_values`, one `const` per define), the common
+/// two- and four-element words `Pair` and `Quad` with `pair_values` and `quad_values`,
+/// one `const` per define), the common
 /// helpers, then `source` with `#if NAME` / `#else` /
 /// `#endif` lines resolved (NAME true when its define is nonzero). Lines removed by
 /// the preprocessor become blank so naga's line numbers still match the file.
@@ -508,11 +509,23 @@ pub fn preprocess(
         out.push_str("enable f16;\n");
     }
     out.push_str(&format!("alias elem = {};\n", dtype.wgsl()));
-    // Two consecutive elements as one storage word: kernels for software adapters load
-    // them at once (llvmpipe's per-lane loads cost the same for 16, 32 and 64 bits).
+    // Two and four consecutive elements as one storage word: kernels for software
+    // adapters load them at once (a lane-varying load on llvmpipe is a loop over the
+    // lanes whose cost grows far less than its width).
     out.push_str(match dtype {
-        Dtype::F16 => "alias Pair = u32;\nfn pair_values(p: Pair) -> vec2<f32> { return unpack2x16float(p); }\n",
-        Dtype::F32 => "alias Pair = vec2<f32>;\nfn pair_values(p: Pair) -> vec2<f32> { return p; }\n",
+        Dtype::F16 => concat!(
+            "alias Pair = u32;\n",
+            "fn pair_values(p: Pair) -> vec2<f32> { return unpack2x16float(p); }\n",
+            "alias Quad = vec2<u32>;\n",
+            "fn quad_values(q: Quad) -> vec4<f32> { ",
+            "return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)); }\n",
+        ),
+        Dtype::F32 => concat!(
+            "alias Pair = vec2<f32>;\n",
+            "fn pair_values(p: Pair) -> vec2<f32> { return p; }\n",
+            "alias Quad = vec4<f32>;\n",
+            "fn quad_values(q: Quad) -> vec4<f32> { return q; }\n",
+        ),
     });
     for (name, value) in defines {
         out.push_str(&format!("const {name}: u32 = {value}u;\n"));
