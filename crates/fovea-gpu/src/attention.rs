@@ -58,7 +58,7 @@ impl HeadLayout {
     /// Every offset and stride is a multiple of 4, so rows can be read four elements at
     /// a time.
     fn quads(&self) -> bool {
-        self.as_u32().iter().all(|x| x % 4 == 0)
+        self.as_u32().iter().all(|x| x.is_multiple_of(4))
     }
 
     fn as_u32(&self) -> [u32; 4] {

@@ -121,7 +121,7 @@ fn key(
 /// the Linear layout (lhs (M, K), rhs (N, K)) with K a multiple of 4, so that every
 /// row, and with it every batch item, starts on a quad.
 fn matmul_cpu_quads(opts: MatmulOptions, k: usize) -> bool {
-    !opts.trans_a && opts.trans_b && k % 4 == 0
+    !opts.trans_a && opts.trans_b && k.is_multiple_of(4)
 }
 
 /// Whether `conv2d_cpu` gives each lane two neighbouring pixels and loads the input and
@@ -132,10 +132,10 @@ fn matmul_cpu_quads(opts: MatmulOptions, k: usize) -> bool {
 fn conv2d_cpu_pairs(p: &ConvParams) -> bool {
     let weights = p.c_out * p.c_in * p.kernel_h * p.kernel_w;
     p.stride == 1
-        && p.w_in % 2 == 0
+        && p.w_in.is_multiple_of(2)
         && p.w_out == p.w_in
         && p.pad_left == p.kernel_w / 2
-        && weights % 2 == 0
+        && weights.is_multiple_of(2)
 }
 
 fn u32_dim(op: &'static str, what: &str, v: usize) -> Result<u32> {
