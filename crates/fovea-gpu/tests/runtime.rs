@@ -308,8 +308,12 @@ fn profiled_batches_time_each_op() {
     // The label names the variant the device's kernel plan chose.
     let matmul = match g.kernel_plan().matmul {
         MatmulKernel::Tiled => "matmul:f32/matmul",
-        MatmulKernel::CpuUniform => "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=0/matmul_cpu",
-        MatmulKernel::CpuSubgroup => "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=1/matmul_cpu",
+        MatmulKernel::CpuUniform => {
+            "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=0,QUADS=0/matmul_cpu"
+        }
+        MatmulKernel::CpuSubgroup => {
+            "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=1,QUADS=0/matmul_cpu"
+        }
     };
     let unary = if g.kernel_plan().narrow {
         "elementwise:f32/unary_cpu"
@@ -359,7 +363,9 @@ fn the_plan_picks_the_attention_kernel() {
                 plan.matmul == MatmulKernel::CpuSubgroup
             );
             let want = if plan.attention_per_lane && d == 32 {
-                "attention_cpu:f32:HEAD_DIM=32,SUBGROUP=1,COUNT_WORK=0/attention_cpu".to_string()
+                // Rows of 2 * 32 elements: k and v are read in quads.
+                "attention_cpu:f32:HEAD_DIM=32,SUBGROUP=1,COUNT_WORK=0,QUADS=1/attention_cpu"
+                    .to_string()
             } else {
                 "attention:f32:D_MAX=64,KEY_TILE=16,COUNT_WORK=0/attention".to_string()
             };
