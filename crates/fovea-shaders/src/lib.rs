@@ -492,9 +492,9 @@ pub fn all_variants() -> Vec<Variant> {
     out
 }
 
-/// Builds one WGSL module: a header (`enable f16;` when needed, `alias elem`, the
-/// two- and four-element words `Pair` and `Quad` with `pair_values` and `quad_values`,
-/// one `const` per define), the common
+/// Builds one WGSL module: a header (`enable f16;` when needed, `alias elem`, one
+/// `const` per define, the two- and four-element words `Pair` and `Quad` with
+/// `pair_values` and `quad_values`), the common
 /// helpers, then `source` with `#if NAME` / `#else` /
 /// `#endif` lines resolved (NAME true when its define is nonzero). Lines removed by
 /// the preprocessor become blank so naga's line numbers still match the file.
@@ -509,6 +509,9 @@ pub fn preprocess(
         out.push_str("enable f16;\n");
     }
     out.push_str(&format!("alias elem = {};\n", dtype.wgsl()));
+    for (name, value) in defines {
+        out.push_str(&format!("const {name}: u32 = {value}u;\n"));
+    }
     // Two and four consecutive elements as one storage word: kernels for software
     // adapters load them at once (a lane-varying load on llvmpipe is a loop over the
     // lanes whose cost grows far less than its width).
@@ -527,9 +530,6 @@ pub fn preprocess(
             "fn quad_values(q: Quad) -> vec4<f32> { return q; }\n",
         ),
     });
-    for (name, value) in defines {
-        out.push_str(&format!("const {name}: u32 = {value}u;\n"));
-    }
     out.push_str(COMMON_SOURCE);
     out.push('\n');
 
@@ -596,6 +596,9 @@ mod tests {
         assert_eq!(body(&on), "a b d");
         assert_eq!(body(&off), "a c d");
         assert!(on.starts_with("alias elem = f32;\nconst X: u32 = 1u;\n"));
+        assert!(on.contains("alias Pair = vec2<f32>;") && on.contains("alias Quad = vec4<f32>;"));
+        let f16 = preprocess(src, "t", Dtype::F16, &[("X", 1)]).unwrap();
+        assert!(f16.contains("alias Pair = u32;") && f16.contains("alias Quad = vec2<u32>;"));
     }
 
     #[test]
