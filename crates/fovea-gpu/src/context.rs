@@ -145,15 +145,39 @@ pub enum MatmulKernel {
     /// `subgroupBroadcast` (software class with subgroups of exactly 8 lanes: lavapipe
     /// on AVX2).
     CpuSubgroup,
+    /// `matmul_blocked.wgsl` (matmul; conv2d keeps the tiled kernel): an 8x8 output
+    /// block per invocation in registers, no sharing between lanes (software adapters
+    /// other than llvmpipe: SwiftShader natively and as a browser's WebGPU fallback,
+    /// WARP).
+    CpuBlocked,
 }
 
+/// Environment variable that forces the matmul/conv2d kernel family by its
+/// [`MatmulKernel::name`] (for comparisons; [`GpuOptions::matmul_kernel`] wins).
+pub const MATMUL_KERNEL_ENV: &str = "FOVEA_MATMUL_KERNEL";
+
 impl MatmulKernel {
+    /// Every family.
+    pub const ALL: [MatmulKernel; 4] = [
+        MatmulKernel::Tiled,
+        MatmulKernel::CpuUniform,
+        MatmulKernel::CpuSubgroup,
+        MatmulKernel::CpuBlocked,
+    ];
+
+    /// The family named `value` (as [`MatmulKernel::name`] prints it).
+    pub fn parse(value: &str) -> Option<MatmulKernel> {
+        let value = value.trim().to_ascii_lowercase();
+        MatmulKernel::ALL.into_iter().find(|k| k.name() == value)
+    }
+
     /// Short name, as `fovea info` prints it.
     pub fn name(self) -> &'static str {
         match self {
             MatmulKernel::Tiled => "tiled",
             MatmulKernel::CpuUniform => "cpu-uniform",
             MatmulKernel::CpuSubgroup => "cpu-subgroup",
+            MatmulKernel::CpuBlocked => "cpu-blocked",
         }
     }
 }
@@ -199,8 +223,9 @@ impl KernelPlan {
             }
             // Other software adapters (SwiftShader natively and as a browser's WebGPU
             // fallback, WARP): on SwiftShader the tiled kernels ran matmul and conv2d at
-            // 1.1 GFLOP/s, the cpu-uniform ones at 0.2.
-            AdapterClass::Software => MatmulKernel::Tiled,
+            // 0.8-1.1 GFLOP/s, the cpu-uniform ones at 0.2 (loops over private arrays),
+            // the blocked ones at 3.3 and 2.8.
+            AdapterClass::Software => MatmulKernel::CpuBlocked,
         };
         KernelPlan {
             class,
@@ -230,6 +255,20 @@ impl KernelPlan {
             }
         )
     }
+}
+
+/// The family forced by [`MATMUL_KERNEL_ENV`], if set to a valid name (an invalid one
+/// is logged and ignored).
+fn matmul_kernel_from_env() -> Option<MatmulKernel> {
+    let value = std::env::var(MATMUL_KERNEL_ENV).ok()?;
+    let kernel = MatmulKernel::parse(&value);
+    if kernel.is_none() {
+        log::warn!(
+            "{MATMUL_KERNEL_ENV}={value:?} is not one of {}; ignored",
+            MatmulKernel::ALL.map(MatmulKernel::name).join(", ")
+        );
+    }
+    kernel
 }
 
 /// The class to use: `forced` (from [`GpuOptions::adapter_class`]) first, then
@@ -354,8 +393,12 @@ pub fn list_adapters() -> Vec<AdapterReport> {
             let usable = check_limits(&info.name, &limits).map_err(|e| e.to_string());
             let capabilities = Capabilities::from_features(a.features());
             let (class, class_forced) = choose_class(None, &info, capabilities);
+            let mut plan = KernelPlan::new(class, capabilities, &info);
+            if let Some(kernel) = matmul_kernel_from_env() {
+                (plan.matmul, plan.conv2d) = (kernel, kernel);
+            }
             AdapterReport {
-                plan: KernelPlan::new(class, capabilities, &info),
+                plan,
                 class_forced,
                 capabilities,
                 info,
@@ -400,6 +443,10 @@ pub struct GpuOptions {
     /// Force an adapter class (and so its kernel variants) instead of detecting it;
     /// `None` reads [`ADAPTER_CLASS_ENV`], then detects. Tests force each class.
     pub adapter_class: Option<AdapterClass>,
+    /// Force the matmul/conv2d kernel family instead of the plan's; `None` reads
+    /// [`MATMUL_KERNEL_ENV`], then keeps the plan's. `cpu-subgroup` needs subgroups of
+    /// exactly 8 lanes (device creation fails otherwise). Tests force each family.
+    pub matmul_kernel: Option<MatmulKernel>,
 }
 
 impl Default for GpuOptions {
@@ -412,6 +459,7 @@ impl Default for GpuOptions {
             allow_subgroups: true,
             max_binding_bytes: None,
             adapter_class: None,
+            matmul_kernel: None,
         }
     }
 }
@@ -539,7 +587,29 @@ impl Gpu {
             limits.max_buffer_size = limits.max_buffer_size.min(cap);
         }
         let (class, class_forced) = choose_class(options.adapter_class, &info, caps);
-        let plan = KernelPlan::new(class, caps, &info);
+        let mut plan = KernelPlan::new(class, caps, &info);
+        if let Some(kernel) = options.matmul_kernel.or_else(matmul_kernel_from_env) {
+            let eight_lanes =
+                caps.subgroups && info.subgroup_min_size == 8 && info.subgroup_max_size == 8;
+            if kernel == MatmulKernel::CpuSubgroup && !eight_lanes {
+                return Err(GpuError::DeviceRequest {
+                    adapter: info.name.clone(),
+                    message: format!(
+                        "matmul kernel `{}` needs subgroups of exactly 8 lanes; this adapter's are {}..{}{}",
+                        kernel.name(),
+                        info.subgroup_min_size,
+                        info.subgroup_max_size,
+                        if caps.subgroups {
+                            ""
+                        } else {
+                            " (subgroups not enabled)"
+                        }
+                    ),
+                });
+            }
+            plan.matmul = kernel;
+            plan.conv2d = kernel;
+        }
         log::info!("{}: {}", info.name, plan.describe());
         Ok(Gpu {
             inner: Arc::new(GpuInner {
@@ -721,6 +791,14 @@ mod tests {
         );
         assert_eq!(AdapterClass::parse("gpu"), Some(AdapterClass::Gpu));
         assert_eq!(AdapterClass::parse("tpu"), None);
+        for kernel in MatmulKernel::ALL {
+            assert_eq!(MatmulKernel::parse(kernel.name()), Some(kernel));
+        }
+        assert_eq!(
+            MatmulKernel::parse(" CPU-Blocked "),
+            Some(MatmulKernel::CpuBlocked)
+        );
+        assert_eq!(MatmulKernel::parse("blocked"), None);
     }
 
     /// Software adapters get the matmul/conv kernels measured fastest (or, on GL over
@@ -765,13 +843,13 @@ mod tests {
                 "SwiftShader",
                 &swiftshader,
                 with_subgroups,
-                MatmulKernel::Tiled,
+                MatmulKernel::CpuBlocked,
             ),
             (
                 "a browser's software adapter",
                 &browser,
                 Capabilities::default(),
-                MatmulKernel::Tiled,
+                MatmulKernel::CpuBlocked,
             ),
         ] {
             let plan = KernelPlan::new(AdapterClass::Software, caps, info);

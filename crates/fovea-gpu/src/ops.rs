@@ -612,6 +612,10 @@ impl Batch {
                 )?,
                 [n.div_ceil(16) as u32, m.div_ceil(8) as u32, batch as u32],
             ),
+            MatmulKernel::CpuBlocked => (
+                key("matmul_blocked", dtype, &[], "matmul_blocked")?,
+                [n.div_ceil(32) as u32, m.div_ceil(32) as u32, batch as u32],
+            ),
         };
         self.check_groups(OP, &format!("output {}", fmt_shape(&out_shape)), groups)?;
         let bias_bind = bias.map_or(Bind::Dummy, Bind::Tensor);
@@ -738,6 +742,25 @@ impl Batch {
         }
         let h_out = (padded_h - ws[2]) / stride + 1;
         let w_out = (padded_w - ws[3]) / stride + 1;
+        let plan = self.gpu().kernel_plan().conv2d;
+        if plan == MatmulKernel::CpuBlocked
+            && ws[2] == 1
+            && ws[3] == 1
+            && stride == 1
+            && padding == [0; 4]
+        {
+            // A 1x1 convolution is a matmul per batch item: weight (C_out, C_in) @
+            // x (C_in, H * W), bias per output row.
+            let w2 = weight.reshape(&[ws[0], ws[1]])?;
+            let x3 = x.reshape(&[xs[0], xs[1], xs[2] * xs[3]])?;
+            let opts = MatmulOptions {
+                bias_per_row: true,
+                ..Default::default()
+            };
+            return self
+                .matmul(&w2, &x3, bias, opts)?
+                .reshape(&[xs[0], ws[0], h_out, w_out]);
+        }
         let out_shape = [xs[0], ws[0], h_out, w_out];
         let y = self.gpu().empty(OP, &out_shape, x.dtype())?;
         let params = ConvParams {
@@ -759,7 +782,20 @@ impl Batch {
         // The device's plan picks the kernel family; the CPU kernels cover the square
         // 1x1 and 3x3 kernels (all of Stable Diffusion's), the tiled one everything.
         let square = ws[2] == ws[3] && (ws[2] == 1 || ws[2] == 3);
-        let (pipeline, groups) = match self.gpu().kernel_plan().conv2d {
+        let (pipeline, groups) = match plan {
+            MatmulKernel::CpuBlocked if ws[2] == 3 && ws[3] == 3 && stride <= 2 => (
+                key(
+                    "conv2d_blocked",
+                    dtype,
+                    &[("STRIDE2", (stride == 2) as u32)],
+                    "conv2d_blocked",
+                )?,
+                [
+                    (h_out * w_out.div_ceil(8)).div_ceil(4) as u32,
+                    ws[0].div_ceil(32) as u32,
+                    xs[0] as u32,
+                ],
+            ),
             cpu @ (MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup) if square => (
                 key(
                     "conv2d_cpu",

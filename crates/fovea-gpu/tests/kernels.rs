@@ -165,6 +165,9 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             (2, 5, 6, 10, 10, 3, 1, 1, false),
             (1, 70, 4, 6, 12, 1, 1, 0, true),
             (1, 3, 4, 6, 5, 3, 1, 1, true),
+            // Stride 2 over rows of three 8-pixel blocks, the last part-filled (the
+            // blocked kernel's 17 input columns per row).
+            (1, 6, 9, 37, 10, 3, 2, 1, true),
         ];
         for (n, ci, h, w, co, k, s, p, b) in cases {
             expect_pass(c.seed, block_on(c.conv2d(n, ci, h, w, co, k, s, p, b, dt)));

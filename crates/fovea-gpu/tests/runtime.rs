@@ -314,6 +314,7 @@ fn profiled_batches_time_each_op() {
         MatmulKernel::CpuSubgroup => {
             "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=1,QUADS=0/matmul_cpu"
         }
+        MatmulKernel::CpuBlocked => "matmul_blocked:f32/matmul_blocked",
     };
     let unary = if g.kernel_plan().narrow {
         "elementwise:f32/unary_cpu"

@@ -193,6 +193,18 @@ pub const MATMUL_CPU: Kernel = Kernel {
     ],
 };
 
+/// Batched matmul for software adapters without value sharing between lanes
+/// (SwiftShader, WARP): no workgroup memory, no barriers, an 8x8 block of the output per
+/// invocation written out in registers (SwiftShader gathers every dynamically addressed
+/// load and does not unroll loops). Any layout: transposes and bias are read from the
+/// uniforms.
+pub const MATMUL_BLOCKED: Kernel = Kernel {
+    name: "matmul_blocked",
+    source: kernel_source!("matmul_blocked"),
+    entry_points: &["matmul_blocked"],
+    define_sets: &[&[]],
+};
+
 /// 2D convolution for the software (CPU) adapter class, shaped as [`MATMUL_CPU`]: 8
 /// output channels x 16 pixels per 8-lane workgroup, square kernels of `KSIZE` 1 or 3
 /// (taps unrolled), `SUBGROUP` as in [`MATMUL_CPU`]. `PAIRS=1` (stride 1, even widths,
@@ -212,6 +224,16 @@ pub const CONV2D_CPU: Kernel = Kernel {
         &[("KSIZE", 1), ("SUBGROUP", 1), ("PAIRS", 1)],
         &[("KSIZE", 3), ("SUBGROUP", 1), ("PAIRS", 1)],
     ],
+};
+
+/// 3x3 convolution (stride 1, or 2 with `STRIDE2=1`) for software adapters without
+/// value sharing between lanes, shaped as [`MATMUL_BLOCKED`]: 8 output channels x 8
+/// neighbouring pixels of a row per invocation, in registers as four 4x4 matrices.
+pub const CONV2D_BLOCKED: Kernel = Kernel {
+    name: "conv2d_blocked",
+    source: kernel_source!("conv2d_blocked"),
+    entry_points: &["conv2d_blocked"],
+    define_sets: &[&[("STRIDE2", 0)], &[("STRIDE2", 1)]],
 };
 
 /// 2D convolution (implicit GEMM).
@@ -318,8 +340,10 @@ pub const KERNELS: &[&Kernel] = &[
     &ELEMENTWISE,
     &MATMUL,
     &MATMUL_CPU,
+    &MATMUL_BLOCKED,
     &CONV2D,
     &CONV2D_CPU,
+    &CONV2D_BLOCKED,
     &NORM,
     &LAYOUT,
     &TIMESTEP,

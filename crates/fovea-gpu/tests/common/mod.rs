@@ -7,7 +7,7 @@
 use std::sync::OnceLock;
 
 use fovea_gpu::selfcheck::{Check, Checker};
-use fovea_gpu::{AdapterClass, DType, Gpu, GpuOptions};
+use fovea_gpu::{AdapterClass, DType, Gpu, GpuOptions, MatmulKernel};
 
 fn open(options: GpuOptions) -> Gpu {
     let gpu =
@@ -30,20 +30,22 @@ pub fn gpu() -> &'static Gpu {
 }
 
 /// One device per kernel family the tests must cover on any adapter: the GPU class
-/// (not on GL over llvmpipe, see below), the software class, and the software class
-/// without subgroups (what GL and SwiftShader run). Kernel tests run their bodies on
-/// each.
+/// (not on GL over llvmpipe, see below), the software class, and where the adapter has
+/// subgroups, the software class without them and with the blocked matmul/conv2d
+/// kernels (SwiftShader's plan; without subgroups, as on GL, the software class runs
+/// the cpu-uniform ones). Kernel tests run their bodies on each.
 pub fn class_gpus() -> Vec<&'static Gpu> {
     static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
     GPUS.get_or_init(|| {
-        let forced = |class, allow_subgroups| {
+        let forced = |class, allow_subgroups, matmul_kernel| {
             open(GpuOptions {
                 adapter_class: Some(class),
                 allow_subgroups,
+                matmul_kernel,
                 ..Default::default()
             })
         };
-        let software = forced(AdapterClass::Software, true);
+        let software = forced(AdapterClass::Software, true, None);
         let mut gpus = Vec::new();
         // wgpu's GL backend on llvmpipe (the CI's GL run) gets no GPU-class device: there
         // llvmpipe spent 25+ minutes compiling the tiled matmul (a 256-invocation kernel
@@ -53,12 +55,16 @@ pub fn class_gpus() -> Vec<&'static Gpu> {
         let software_gl = software.adapter_info().backend == wgpu::Backend::Gl
             && software.adapter_info().device_type == wgpu::DeviceType::Cpu;
         if !software_gl {
-            gpus.push(forced(AdapterClass::Gpu, true));
+            gpus.push(forced(AdapterClass::Gpu, true, None));
         }
         let subgroups = software.capabilities().subgroups;
         gpus.push(software);
         if subgroups {
-            gpus.push(forced(AdapterClass::Software, false));
+            gpus.push(forced(
+                AdapterClass::Software,
+                false,
+                Some(MatmulKernel::CpuBlocked),
+            ));
         }
         gpus
     })
