@@ -294,7 +294,7 @@ async function main() {
     console.log(`      adapter: ${st.adapter.adapter} (${st.adapter.backend}), f16 ${st.adapter.f16}; model ${st.modelName} ${JSON.stringify(st.model)}`);
     check(
       "the engine runs SwiftShader with the software class (the browser names the adapter; wgpu cannot on the web)",
-      /^class software; kernels: matmul tiled, conv2d tiled, norms\/elementwise narrow/.test(st.adapter.kernelPlan),
+      /^class software; kernels: matmul cpu-blocked, conv2d cpu-blocked, norms\/elementwise narrow/.test(st.adapter.kernelPlan),
       `${st.adapter.adapter}: ${st.adapter.kernelPlan}`,
     );
     check("model tiny-test loaded from the network", st.modelName === "tiny-test" && st.load.fromCache === 0, JSON.stringify(st.load));
