@@ -18,6 +18,8 @@ use crate::tensor::{DType, Tensor, fmt_shape};
 pub const QUERY_TILE: usize = 64;
 /// Queries per workgroup of the software-class kernel (attention_cpu.wgsl).
 pub const CPU_QUERY_TILE: usize = 8;
+/// Queries per workgroup of the blocked kernel (attention_blocked.wgsl).
+pub const BLOCKED_QUERY_TILE: usize = 16;
 /// Head-dimension ceilings of the compiled attention variants, smallest first.
 pub const HEAD_DIM_VARIANTS: [usize; 2] = [64, 160];
 const KEY_TILE: usize = 16;
@@ -226,10 +228,17 @@ fn per_lane(plan: &crate::KernelPlan, head_dim: usize) -> bool {
             .any(|&d| d as usize == head_dim)
 }
 
+/// Whether a device with `plan` runs `head_dim` on the blocked kernel.
+fn blocked(plan: &crate::KernelPlan, head_dim: usize) -> bool {
+    plan.attention_blocked && head_dim <= fovea_shaders::ATTENTION_BLOCKED_MAX_HEAD_DIM as usize
+}
+
 /// Queries per workgroup of the kernel a device with `plan` runs for `head_dim`.
 pub fn query_tile(plan: &crate::KernelPlan, head_dim: usize) -> usize {
     if per_lane(plan, head_dim) {
         CPU_QUERY_TILE
+    } else if blocked(plan, head_dim) {
+        BLOCKED_QUERY_TILE
     } else {
         QUERY_TILE
     }
@@ -304,7 +313,7 @@ impl Batch {
             ),
         })?;
         let plan = self.gpu().kernel_plan();
-        let wg_bytes = if per_lane(&plan, o.head_dim) {
+        let wg_bytes = if per_lane(&plan, o.head_dim) || blocked(&plan, o.head_dim) {
             0
         } else {
             attention_workgroup_bytes(o.head_dim).expect("variant exists")
@@ -428,12 +437,13 @@ impl Batch {
     ) -> Result<AttentionOutput> {
         const OP: &str = "attention";
         let slots = o.batch * o.heads;
-        let cpu = per_lane(&self.gpu().kernel_plan(), o.head_dim);
-        let tiles = q
-            .tokens
-            .div_ceil(query_tile(&self.gpu().kernel_plan(), o.head_dim));
-        // Entropy partial sums: one per workgroup, or one per query (attention_cpu).
-        let partials = if cpu { q.tokens } else { tiles };
+        let plan = self.gpu().kernel_plan();
+        let cpu = per_lane(&plan, o.head_dim);
+        let blocked = blocked(&plan, o.head_dim);
+        let tiles = q.tokens.div_ceil(query_tile(&plan, o.head_dim));
+        // Entropy partial sums: one per workgroup, or one per query (attention_cpu,
+        // attention_blocked).
+        let partials = if cpu || blocked { q.tokens } else { tiles };
         let partial = self.gpu().empty(OP, &[slots, partials, 2], DType::F32)?;
         let entropy = match o.entropy_out {
             Some(e) => {
@@ -490,6 +500,19 @@ impl Batch {
                     ],
                 )?,
                 entry: "attention_cpu",
+            }
+        } else if blocked {
+            PipelineKey {
+                variant: Variant::new(
+                    "attention_blocked",
+                    storage,
+                    &[
+                        ("ROW32", (o.head_dim > 16) as u32),
+                        ("ROW64", (o.head_dim > 32) as u32),
+                        count_work,
+                    ],
+                )?,
+                entry: "attention_blocked",
             }
         } else {
             let defines = [

@@ -206,6 +206,10 @@ pub struct KernelPlan {
     /// SwiftShader) the tiled kernel stays: a variant with workgroup-uniform loads ran
     /// no faster on lavapipe and took 30-100 s to compile on the GL backend.
     pub attention_per_lane: bool,
+    /// Attention with one query per invocation and its rows in named registers
+    /// (`attention_blocked.wgsl`, with the blocked matmul family: SwiftShader, WARP) for
+    /// head dimensions up to 64, instead of the tiled kernel.
+    pub attention_blocked: bool,
 }
 
 impl KernelPlan {
@@ -233,6 +237,7 @@ impl KernelPlan {
             conv2d: matmul,
             narrow: class == AdapterClass::Software,
             attention_per_lane: matmul == MatmulKernel::CpuSubgroup,
+            attention_blocked: matmul == MatmulKernel::CpuBlocked,
         }
     }
 
@@ -250,6 +255,8 @@ impl KernelPlan {
             },
             if self.attention_per_lane {
                 "query-per-lane"
+            } else if self.attention_blocked {
+                "blocked"
             } else {
                 "workgroup-tiled"
             }
@@ -396,6 +403,8 @@ pub fn list_adapters() -> Vec<AdapterReport> {
             let mut plan = KernelPlan::new(class, capabilities, &info);
             if let Some(kernel) = matmul_kernel_from_env() {
                 (plan.matmul, plan.conv2d) = (kernel, kernel);
+                plan.attention_per_lane = kernel == MatmulKernel::CpuSubgroup;
+                plan.attention_blocked = kernel == MatmulKernel::CpuBlocked;
             }
             AdapterReport {
                 plan,
@@ -443,7 +452,9 @@ pub struct GpuOptions {
     /// Force an adapter class (and so its kernel variants) instead of detecting it;
     /// `None` reads [`ADAPTER_CLASS_ENV`], then detects. Tests force each class.
     pub adapter_class: Option<AdapterClass>,
-    /// Force the matmul/conv2d kernel family instead of the plan's; `None` reads
+    /// Force the matmul/conv2d kernel family (and attention's where the family has
+    /// one: query-per-lane with cpu-subgroup, blocked with cpu-blocked) instead of the
+    /// plan's; `None` reads
     /// [`MATMUL_KERNEL_ENV`], then keeps the plan's. `cpu-subgroup` needs subgroups of
     /// exactly 8 lanes (device creation fails otherwise). Tests force each family.
     pub matmul_kernel: Option<MatmulKernel>,
@@ -609,6 +620,8 @@ impl Gpu {
             }
             plan.matmul = kernel;
             plan.conv2d = kernel;
+            plan.attention_per_lane = kernel == MatmulKernel::CpuSubgroup;
+            plan.attention_blocked = kernel == MatmulKernel::CpuBlocked;
         }
         log::info!("{}: {}", info.name, plan.describe());
         Ok(Gpu {
@@ -858,6 +871,11 @@ mod tests {
             assert_eq!(
                 plan.attention_per_lane,
                 want == MatmulKernel::CpuSubgroup,
+                "{what}"
+            );
+            assert_eq!(
+                plan.attention_blocked,
+                want == MatmulKernel::CpuBlocked,
                 "{what}"
             );
         }

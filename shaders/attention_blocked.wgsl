@@ -1,0 +1,290 @@
+// Fused multi-head attention for software adapters whose lanes cannot share values (no
+// subgroups: SwiftShader, the browser's WebGPU fallback; WARP), with the Params and
+// bindings of attention.wgsl and the same results: output, per-query normalised
+// entropy, head lists, causal masking, the work probe.
+//
+// SwiftShader gathers every load whose offset is not a compile-time constant and does
+// not unroll loops, so the tiled kernel's rows indexed by a loop counter (the query, the
+// accumulator, the staged keys) all became gathers and scatters. Here each invocation
+// owns one query and walks its keys on its own, with no workgroup memory and no
+// barriers; its scaled query row and its accumulator are `Row` values whose vec4 fields
+// are named, so every index is a constant and they stay in registers. Per block of 4
+// keys it loads 4 key rows and 4 value rows (the only gathers), does 2 * HEAD_DIM FMAs
+// per key, one exp per key and one running-max rescale per block. Keys past the query's
+// last (the last block, causal masking) are loaded clamped and masked to probability 0.
+//
+// Row width: 16 head-dim values, 32 with ROW32, 64 with ROW64 (head dims in between are
+// zero-padded; the host picks the smallest that fits).
+//
+// Entropy: each query's normalised entropy and its square go to
+// entropy_partial[slot][query] (one entry per query, as attention_cpu.wgsl);
+// entropy_reduce in attention_heads.wgsl sums them.
+
+const QUERIES: u32 = 16u;
+const MASKED: f32 = -3.0e38;
+
+struct Params {
+    n_q: u32,
+    n_k: u32,
+    head_dim: u32,
+    n_heads: u32,
+    // (offset, batch stride, token stride, head stride) in elements, per tensor.
+    q_layout: vec4<u32>,
+    k_layout: vec4<u32>,
+    v_layout: vec4<u32>,
+    o_layout: vec4<u32>,
+    scale: f32,
+    // 1: query i attends to keys 0..=i only (CLIP's text encoder).
+    causal: u32,
+    // 1: workgroup_id.y indexes the active part of head_list; 0: it is the head slot.
+    use_head_list: u32,
+    // Entries per head in entropy_partial (n_q here: one per query).
+    n_query_tiles: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+// q: (B, N_q, H, D) through q_layout
+@group(0) @binding(1) var<storage, read> q: array<elem>;
+// k: (B, N_k, H, D) through k_layout
+@group(0) @binding(2) var<storage, read> k: array<elem>;
+// v: (B, N_k, H, D) through v_layout
+@group(0) @binding(3) var<storage, read> v: array<elem>;
+// out: (B, N_q, H, D) through o_layout
+@group(0) @binding(4) var<storage, read_write> out: array<elem>;
+// entropy_partial: (B * H, N_q, 2) sums of H and H^2, f32
+@group(0) @binding(5) var<storage, read_write> entropy_partial: array<f32>;
+// head_list: [n_active, n_inactive, slots...] (B * H + 2); unread when use_head_list is 0
+@group(0) @binding(6) var<storage, read> head_list: array<u32>;
+#if COUNT_WORK
+// work: [query-key scores computed]; a test-only probe that proves skipped heads do no work
+@group(0) @binding(7) var<storage, read_write> work: array<atomic<u32>>;
+#endif
+
+// A head-dim row: values 4i .. 4i + 3 in field ci.
+struct Row {
+    c0: vec4<f32>,
+    c1: vec4<f32>,
+    c2: vec4<f32>,
+    c3: vec4<f32>,
+#if ROW32
+    c4: vec4<f32>,
+    c5: vec4<f32>,
+    c6: vec4<f32>,
+    c7: vec4<f32>,
+#endif
+#if ROW64
+    c8: vec4<f32>,
+    c9: vec4<f32>,
+    c10: vec4<f32>,
+    c11: vec4<f32>,
+    c12: vec4<f32>,
+    c13: vec4<f32>,
+    c14: vec4<f32>,
+    c15: vec4<f32>,
+#endif
+}
+
+// Which tensor a row is read from.
+const FROM_Q: u32 = 0u;
+const FROM_K: u32 = 1u;
+const FROM_V: u32 = 2u;
+
+// Element c of a row starting at `base` (0 past head_dim).
+fn at(src: u32, base: u32, c: u32) -> f32 {
+    let i = base + min(c, params.head_dim - 1u);
+    var x: f32;
+    if src == FROM_Q {
+        x = f32(q[i]);
+    } else if src == FROM_K {
+        x = f32(k[i]);
+    } else {
+        x = f32(v[i]);
+    }
+    return select(0.0, x, c < params.head_dim);
+}
+
+fn at4(src: u32, base: u32, c: u32) -> vec4<f32> {
+    return vec4<f32>(at(src, base, c), at(src, base, c + 1u), at(src, base, c + 2u), at(src, base, c + 3u));
+}
+
+fn load_row(src: u32, base: u32) -> Row {
+    var r: Row;
+    r.c0 = at4(src, base, 0u);
+    r.c1 = at4(src, base, 4u);
+    r.c2 = at4(src, base, 8u);
+    r.c3 = at4(src, base, 12u);
+#if ROW32
+    r.c4 = at4(src, base, 16u);
+    r.c5 = at4(src, base, 20u);
+    r.c6 = at4(src, base, 24u);
+    r.c7 = at4(src, base, 28u);
+#endif
+#if ROW64
+    r.c8 = at4(src, base, 32u);
+    r.c9 = at4(src, base, 36u);
+    r.c10 = at4(src, base, 40u);
+    r.c11 = at4(src, base, 44u);
+    r.c12 = at4(src, base, 48u);
+    r.c13 = at4(src, base, 52u);
+    r.c14 = at4(src, base, 56u);
+    r.c15 = at4(src, base, 60u);
+#endif
+    return r;
+}
+
+fn dot_row(a: Row, b: Row) -> f32 {
+    var s = a.c0 * b.c0;
+    s = fma(a.c1, b.c1, s);
+    s = fma(a.c2, b.c2, s);
+    s = fma(a.c3, b.c3, s);
+#if ROW32
+    s = fma(a.c4, b.c4, s);
+    s = fma(a.c5, b.c5, s);
+    s = fma(a.c6, b.c6, s);
+    s = fma(a.c7, b.c7, s);
+#endif
+#if ROW64
+    s = fma(a.c8, b.c8, s);
+    s = fma(a.c9, b.c9, s);
+    s = fma(a.c10, b.c10, s);
+    s = fma(a.c11, b.c11, s);
+    s = fma(a.c12, b.c12, s);
+    s = fma(a.c13, b.c13, s);
+    s = fma(a.c14, b.c14, s);
+    s = fma(a.c15, b.c15, s);
+#endif
+    return (s.x + s.y) + (s.z + s.w);
+}
+
+// a * r + p * b
+fn axpby_row(a: Row, r: f32, p: f32, b: Row) -> Row {
+    let rr = vec4<f32>(r);
+    let pp = vec4<f32>(p);
+    var o: Row;
+    o.c0 = fma(pp, b.c0, a.c0 * rr);
+    o.c1 = fma(pp, b.c1, a.c1 * rr);
+    o.c2 = fma(pp, b.c2, a.c2 * rr);
+    o.c3 = fma(pp, b.c3, a.c3 * rr);
+#if ROW32
+    o.c4 = fma(pp, b.c4, a.c4 * rr);
+    o.c5 = fma(pp, b.c5, a.c5 * rr);
+    o.c6 = fma(pp, b.c6, a.c6 * rr);
+    o.c7 = fma(pp, b.c7, a.c7 * rr);
+#endif
+#if ROW64
+    o.c8 = fma(pp, b.c8, a.c8 * rr);
+    o.c9 = fma(pp, b.c9, a.c9 * rr);
+    o.c10 = fma(pp, b.c10, a.c10 * rr);
+    o.c11 = fma(pp, b.c11, a.c11 * rr);
+    o.c12 = fma(pp, b.c12, a.c12 * rr);
+    o.c13 = fma(pp, b.c13, a.c13 * rr);
+    o.c14 = fma(pp, b.c14, a.c14 * rr);
+    o.c15 = fma(pp, b.c15, a.c15 * rr);
+#endif
+    return o;
+}
+
+// Stores values c .. c + 3 of a row (those below head_dim).
+fn store4(base: u32, c: u32, x: vec4<f32>) {
+    for (var i = 0u; i < 4u; i++) {
+        if c + i < params.head_dim {
+            out[base + c + i] = elem(x[i]);
+        }
+    }
+}
+
+fn store_row(base: u32, r: Row) {
+    store4(base, 0u, r.c0);
+    store4(base, 4u, r.c1);
+    store4(base, 8u, r.c2);
+    store4(base, 12u, r.c3);
+#if ROW32
+    store4(base, 16u, r.c4);
+    store4(base, 20u, r.c5);
+    store4(base, 24u, r.c6);
+    store4(base, 28u, r.c7);
+#endif
+#if ROW64
+    store4(base, 32u, r.c8);
+    store4(base, 36u, r.c9);
+    store4(base, 40u, r.c10);
+    store4(base, 44u, r.c11);
+    store4(base, 48u, r.c12);
+    store4(base, 52u, r.c13);
+    store4(base, 56u, r.c14);
+    store4(base, 60u, r.c15);
+#endif
+}
+
+@compute @workgroup_size(16)
+fn attention_blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) lane: u32) {
+    var slot = wg.y;
+    if params.use_head_list == 1u {
+        slot = head_list[2u + wg.y];
+    }
+    let b = slot / params.n_heads;
+    let h = slot % params.n_heads;
+    let qi = wg.x * QUERIES + lane;
+    if qi >= params.n_q {
+        return;
+    }
+    var my_keys = params.n_k;
+    if params.causal == 1u {
+        my_keys = min(params.n_k, qi + 1u);
+    }
+
+    let qb = params.q_layout.x + b * params.q_layout.y + qi * params.q_layout.z + h * params.q_layout.w;
+    let q_loaded = load_row(FROM_Q, qb);
+    let q_row = axpby_row(q_loaded, params.scale, 0.0, q_loaded);
+    var acc: Row;
+    var m = MASKED;
+    var l = 0.0;
+    var t = 0.0;
+
+    let kb = params.k_layout.x + b * params.k_layout.y + h * params.k_layout.w;
+    let vb = params.v_layout.x + b * params.v_layout.y + h * params.v_layout.w;
+    let k_step = params.k_layout.z;
+    let v_step = params.v_layout.z;
+    let last = my_keys - 1u;
+    for (var key0 = 0u; key0 < my_keys; key0 += 4u) {
+        let keys = vec4<u32>(key0) + vec4<u32>(0u, 1u, 2u, 3u);
+        let live = keys < vec4<u32>(my_keys);
+        let rows = min(keys, vec4<u32>(last));
+        let s = select(
+            vec4<f32>(MASKED),
+            vec4<f32>(
+                dot_row(q_row, load_row(FROM_K, kb + rows.x * k_step)),
+                dot_row(q_row, load_row(FROM_K, kb + rows.y * k_step)),
+                dot_row(q_row, load_row(FROM_K, kb + rows.z * k_step)),
+                dot_row(q_row, load_row(FROM_K, kb + rows.w * k_step)),
+            ),
+            live,
+        );
+        // The first block holds key 0, so m is a real score src then on and
+        // exp(MASKED - m) is 0.
+        let m_new = max(m, max(max(s.x, s.y), max(s.z, s.w)));
+        let rescale = exp(m - m_new);
+        let p = select(vec4<f32>(0.0), exp(s - vec4<f32>(m_new)), live);
+        l = l * rescale + dot(p, vec4<f32>(1.0));
+        t = t * rescale + dot(p, select(vec4<f32>(0.0), s, live));
+        acc = axpby_row(acc, rescale, p.x, load_row(FROM_V, vb + rows.x * v_step));
+        acc = axpby_row(acc, 1.0, p.y, load_row(FROM_V, vb + rows.y * v_step));
+        acc = axpby_row(acc, 1.0, p.z, load_row(FROM_V, vb + rows.z * v_step));
+        acc = axpby_row(acc, 1.0, p.w, load_row(FROM_V, vb + rows.w * v_step));
+        m = m_new;
+    }
+
+    let ob = params.o_layout.x + b * params.o_layout.y + qi * params.o_layout.z + h * params.o_layout.w;
+    let inv_l = 1.0 / l;
+    store_row(ob, axpby_row(acc, inv_l, 0.0, acc));
+    var entropy = 0.0;
+    if my_keys > 1u {
+        entropy = (m + log(l) - t * inv_l) / log(f32(my_keys));
+    }
+    let e = (slot * params.n_query_tiles + qi) * 2u;
+    entropy_partial[e] = entropy;
+    entropy_partial[e + 1u] = entropy * entropy;
+#if COUNT_WORK
+    atomicAdd(&work[0], my_keys);
+#endif
+}
