@@ -19,7 +19,7 @@ pub const QUERY_TILE: usize = 64;
 /// Queries per workgroup of the software-class kernel (attention_cpu.wgsl).
 pub const CPU_QUERY_TILE: usize = 8;
 /// Queries per workgroup of the blocked kernel (attention_blocked.wgsl).
-pub const BLOCKED_QUERY_TILE: usize = 16;
+pub const BLOCKED_QUERY_TILE: usize = 64;
 /// Head-dimension ceilings of the compiled attention variants, smallest first.
 pub const HEAD_DIM_VARIANTS: [usize; 2] = [64, 160];
 const KEY_TILE: usize = 16;

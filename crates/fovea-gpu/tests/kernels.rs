@@ -233,8 +233,9 @@ fn timestep_embedding_matches_diffusers_definition() {
     }
 }
 
-/// Every attention kernel the adapter's plans use (the tiled one and the software class's
-/// query-per-lane one) on SD's and fovea-tiny's head dims, odd sizes and causal masking.
+/// Every attention kernel the adapter's plans use (the tiled one, the software class's
+/// query-per-lane one, the blocked one) on SD's and fovea-tiny's head dims, odd sizes and
+/// causal masking.
 #[test]
 fn attention_matches_reference_at_sd_head_dims() {
     // Once per attention kernel: plans that share it (the GPU class and the software
@@ -244,9 +245,10 @@ fn attention_matches_reference_at_sd_head_dims() {
     // in llvmpipe for over 25 minutes.
     let mut seen = Vec::new();
     for gpu in class_gpus().into_iter().rev() {
-        let per_lane = gpu.kernel_plan().attention_per_lane;
-        if !seen.contains(&per_lane) {
-            seen.push(per_lane);
+        let plan = gpu.kernel_plan();
+        let kernel = (plan.attention_per_lane, plan.attention_blocked);
+        if !seen.contains(&kernel) {
+            seen.push(kernel);
             attention_cases(&mut checker_on(gpu));
         }
     }
