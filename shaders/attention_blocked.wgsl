@@ -17,8 +17,10 @@
 // probability 0; queries past N_q are loaded clamped and not stored.
 // (One query per invocation measured 1.2 GFLOP/s on SwiftShader, four 3.2.)
 //
-// Row width: 16 head-dim values, 32 with ROW32, 64 with ROW64 (head dims in between are
-// zero-padded; the host picks the smallest that fits).
+// Row width: 16 head-dim values, 32 with ROW32 (smaller head dims are zero-padded).
+// Wider heads keep the tiled kernel: a 64-wide variant compiled for ~8 s in SwiftShader
+// (the default model's text encoder went from 0.35 s to 8 s on first use) for attention
+// that is a small part of the models that use it.
 //
 // Entropy: each query's normalised entropy and its square go to
 // entropy_partial[slot][query] (one entry per query, as attention_cpu.wgsl);
@@ -77,62 +79,72 @@ struct Row {
     c6: vec4<f32>,
     c7: vec4<f32>,
 #endif
-#if ROW64
-    c8: vec4<f32>,
-    c9: vec4<f32>,
-    c10: vec4<f32>,
-    c11: vec4<f32>,
-    c12: vec4<f32>,
-    c13: vec4<f32>,
-    c14: vec4<f32>,
-    c15: vec4<f32>,
-#endif
 }
 
-// Which tensor a row is read from.
-const FROM_Q: u32 = 0u;
-const FROM_K: u32 = 1u;
-const FROM_V: u32 = 2u;
-
-// Element c of a row starting at `base` (0 past head_dim).
-fn at(src: u32, base: u32, c: u32) -> f32 {
-    let i = base + min(c, params.head_dim - 1u);
-    var x: f32;
-    if src == FROM_Q {
-        x = f32(q[i]);
-    } else if src == FROM_K {
-        x = f32(k[i]);
-    } else {
-        x = f32(v[i]);
-    }
-    return select(0.0, x, c < params.head_dim);
+// Four values of a row from `c` on (0 past head_dim), per tensor: one function each
+// (not one with a tensor argument) keeps the code SwiftShader compiles small.
+fn q4(base: u32, c: u32) -> vec4<f32> {
+    let i = base + min(vec4<u32>(c) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(params.head_dim - 1u));
+    let x = vec4<f32>(f32(q[i.x]), f32(q[i.y]), f32(q[i.z]), f32(q[i.w]));
+    return select(vec4<f32>(0.0), x, vec4<u32>(c) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.head_dim));
 }
 
-fn at4(src: u32, base: u32, c: u32) -> vec4<f32> {
-    return vec4<f32>(at(src, base, c), at(src, base, c + 1u), at(src, base, c + 2u), at(src, base, c + 3u));
+fn k4(base: u32, c: u32) -> vec4<f32> {
+    let i = base + min(vec4<u32>(c) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(params.head_dim - 1u));
+    let x = vec4<f32>(f32(k[i.x]), f32(k[i.y]), f32(k[i.z]), f32(k[i.w]));
+    return select(vec4<f32>(0.0), x, vec4<u32>(c) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.head_dim));
 }
 
-fn load_row(src: u32, base: u32) -> Row {
+fn v4(base: u32, c: u32) -> vec4<f32> {
+    let i = base + min(vec4<u32>(c) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(params.head_dim - 1u));
+    let x = vec4<f32>(f32(v[i.x]), f32(v[i.y]), f32(v[i.z]), f32(v[i.w]));
+    return select(vec4<f32>(0.0), x, vec4<u32>(c) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.head_dim));
+}
+
+// A query row starting at base.
+fn q_row_at(base: u32) -> Row {
     var r: Row;
-    r.c0 = at4(src, base, 0u);
-    r.c1 = at4(src, base, 4u);
-    r.c2 = at4(src, base, 8u);
-    r.c3 = at4(src, base, 12u);
+    r.c0 = q4(base, 0u);
+    r.c1 = q4(base, 4u);
+    r.c2 = q4(base, 8u);
+    r.c3 = q4(base, 12u);
 #if ROW32
-    r.c4 = at4(src, base, 16u);
-    r.c5 = at4(src, base, 20u);
-    r.c6 = at4(src, base, 24u);
-    r.c7 = at4(src, base, 28u);
+    r.c4 = q4(base, 16u);
+    r.c5 = q4(base, 20u);
+    r.c6 = q4(base, 24u);
+    r.c7 = q4(base, 28u);
 #endif
-#if ROW64
-    r.c8 = at4(src, base, 32u);
-    r.c9 = at4(src, base, 36u);
-    r.c10 = at4(src, base, 40u);
-    r.c11 = at4(src, base, 44u);
-    r.c12 = at4(src, base, 48u);
-    r.c13 = at4(src, base, 52u);
-    r.c14 = at4(src, base, 56u);
-    r.c15 = at4(src, base, 60u);
+    return r;
+}
+
+// A key row starting at base.
+fn k_row_at(base: u32) -> Row {
+    var r: Row;
+    r.c0 = k4(base, 0u);
+    r.c1 = k4(base, 4u);
+    r.c2 = k4(base, 8u);
+    r.c3 = k4(base, 12u);
+#if ROW32
+    r.c4 = k4(base, 16u);
+    r.c5 = k4(base, 20u);
+    r.c6 = k4(base, 24u);
+    r.c7 = k4(base, 28u);
+#endif
+    return r;
+}
+
+// A value row starting at base.
+fn v_row_at(base: u32) -> Row {
+    var r: Row;
+    r.c0 = v4(base, 0u);
+    r.c1 = v4(base, 4u);
+    r.c2 = v4(base, 8u);
+    r.c3 = v4(base, 12u);
+#if ROW32
+    r.c4 = v4(base, 16u);
+    r.c5 = v4(base, 20u);
+    r.c6 = v4(base, 24u);
+    r.c7 = v4(base, 28u);
 #endif
     return r;
 }
@@ -147,16 +159,6 @@ fn dot_row(a: Row, b: Row) -> f32 {
     s = fma(a.c5, b.c5, s);
     s = fma(a.c6, b.c6, s);
     s = fma(a.c7, b.c7, s);
-#endif
-#if ROW64
-    s = fma(a.c8, b.c8, s);
-    s = fma(a.c9, b.c9, s);
-    s = fma(a.c10, b.c10, s);
-    s = fma(a.c11, b.c11, s);
-    s = fma(a.c12, b.c12, s);
-    s = fma(a.c13, b.c13, s);
-    s = fma(a.c14, b.c14, s);
-    s = fma(a.c15, b.c15, s);
 #endif
     return (s.x + s.y) + (s.z + s.w);
 }
@@ -175,16 +177,6 @@ fn axpby_row(a: Row, r: f32, p: f32, b: Row) -> Row {
     o.c5 = fma(pp, b.c5, a.c5 * rr);
     o.c6 = fma(pp, b.c6, a.c6 * rr);
     o.c7 = fma(pp, b.c7, a.c7 * rr);
-#endif
-#if ROW64
-    o.c8 = fma(pp, b.c8, a.c8 * rr);
-    o.c9 = fma(pp, b.c9, a.c9 * rr);
-    o.c10 = fma(pp, b.c10, a.c10 * rr);
-    o.c11 = fma(pp, b.c11, a.c11 * rr);
-    o.c12 = fma(pp, b.c12, a.c12 * rr);
-    o.c13 = fma(pp, b.c13, a.c13 * rr);
-    o.c14 = fma(pp, b.c14, a.c14 * rr);
-    o.c15 = fma(pp, b.c15, a.c15 * rr);
 #endif
     return o;
 }
@@ -208,16 +200,6 @@ fn store_row(base: u32, r: Row) {
     store4(base, 20u, r.c5);
     store4(base, 24u, r.c6);
     store4(base, 28u, r.c7);
-#endif
-#if ROW64
-    store4(base, 32u, r.c8);
-    store4(base, 36u, r.c9);
-    store4(base, 40u, r.c10);
-    store4(base, 44u, r.c11);
-    store4(base, 48u, r.c12);
-    store4(base, 52u, r.c13);
-    store4(base, 56u, r.c14);
-    store4(base, 60u, r.c15);
 #endif
 }
 
@@ -276,10 +258,10 @@ fn attention_blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
 
     let qb = params.q_layout.x + b * params.q_layout.y + h * params.q_layout.w;
     let q_step = params.q_layout.z;
-    let raw0 = load_row(FROM_Q, qb + q_rows.x * q_step);
-    let raw1 = load_row(FROM_Q, qb + q_rows.y * q_step);
-    let raw2 = load_row(FROM_Q, qb + q_rows.z * q_step);
-    let raw3 = load_row(FROM_Q, qb + q_rows.w * q_step);
+    let raw0 = q_row_at(qb + q_rows.x * q_step);
+    let raw1 = q_row_at(qb + q_rows.y * q_step);
+    let raw2 = q_row_at(qb + q_rows.z * q_step);
+    let raw3 = q_row_at(qb + q_rows.w * q_step);
     let q0 = axpby_row(raw0, params.scale, 0.0, raw0);
     let q1 = axpby_row(raw1, params.scale, 0.0, raw1);
     let q2 = axpby_row(raw2, params.scale, 0.0, raw2);
@@ -306,10 +288,10 @@ fn attention_blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         let live1 = vec4<u32>(key0 + 1u) < my_keys;
         let live2 = vec4<u32>(key0 + 2u) < my_keys;
         let live3 = vec4<u32>(key0 + 3u) < my_keys;
-        let s0 = select(vec4<f32>(MASKED), scores4(q0, q1, q2, q3, load_row(FROM_K, kb + rows.x * k_step)), live0);
-        let s1 = select(vec4<f32>(MASKED), scores4(q0, q1, q2, q3, load_row(FROM_K, kb + rows.y * k_step)), live1);
-        let s2 = select(vec4<f32>(MASKED), scores4(q0, q1, q2, q3, load_row(FROM_K, kb + rows.z * k_step)), live2);
-        let s3 = select(vec4<f32>(MASKED), scores4(q0, q1, q2, q3, load_row(FROM_K, kb + rows.w * k_step)), live3);
+        let s0 = select(vec4<f32>(MASKED), scores4(q0, q1, q2, q3, k_row_at(kb + rows.x * k_step)), live0);
+        let s1 = select(vec4<f32>(MASKED), scores4(q0, q1, q2, q3, k_row_at(kb + rows.y * k_step)), live1);
+        let s2 = select(vec4<f32>(MASKED), scores4(q0, q1, q2, q3, k_row_at(kb + rows.z * k_step)), live2);
+        let s3 = select(vec4<f32>(MASKED), scores4(q0, q1, q2, q3, k_row_at(kb + rows.w * k_step)), live3);
         // Every query's first block holds its key 0, so m is a real score from then on
         // and exp(MASKED - m) is 0.
         let m_new = max(m, max(max(s0, s1), max(s2, s3)));
@@ -322,22 +304,22 @@ fn attention_blocked(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
         l = l * r + (p0 + p1) + (p2 + p3);
         t = t * r + p0 * select(zero, s0, live0) + p1 * select(zero, s1, live1)
             + p2 * select(zero, s2, live2) + p3 * select(zero, s3, live3);
-        let v0 = load_row(FROM_V, vb + rows.x * v_step);
+        let v0 = v_row_at(vb + rows.x * v_step);
         a0 = axpby_row(a0, r.x, p0.x, v0);
         a1 = axpby_row(a1, r.y, p0.y, v0);
         a2 = axpby_row(a2, r.z, p0.z, v0);
         a3 = axpby_row(a3, r.w, p0.w, v0);
-        let v1 = load_row(FROM_V, vb + rows.y * v_step);
+        let v1 = v_row_at(vb + rows.y * v_step);
         a0 = axpy_row(a0, p1.x, v1);
         a1 = axpy_row(a1, p1.y, v1);
         a2 = axpy_row(a2, p1.z, v1);
         a3 = axpy_row(a3, p1.w, v1);
-        let v2 = load_row(FROM_V, vb + rows.z * v_step);
+        let v2 = v_row_at(vb + rows.z * v_step);
         a0 = axpy_row(a0, p2.x, v2);
         a1 = axpy_row(a1, p2.y, v2);
         a2 = axpy_row(a2, p2.z, v2);
         a3 = axpy_row(a3, p2.w, v2);
-        let v3 = load_row(FROM_V, vb + rows.w * v_step);
+        let v3 = v_row_at(vb + rows.w * v_step);
         a0 = axpy_row(a0, p3.x, v3);
         a1 = axpy_row(a1, p3.y, v3);
         a2 = axpy_row(a2, p3.z, v3);

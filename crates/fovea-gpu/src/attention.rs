@@ -506,11 +506,7 @@ impl Batch {
                 variant: Variant::new(
                     "attention_blocked",
                     storage,
-                    &[
-                        ("ROW32", (o.head_dim > 16) as u32),
-                        ("ROW64", (o.head_dim > 32) as u32),
-                        count_work,
-                    ],
+                    &[("ROW32", (o.head_dim > 16) as u32), count_work],
                 )?,
                 entry: "attention_blocked",
             }

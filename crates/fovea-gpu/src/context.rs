@@ -208,7 +208,7 @@ pub struct KernelPlan {
     pub attention_per_lane: bool,
     /// Attention with one query per invocation and its rows in named registers
     /// (`attention_blocked.wgsl`, with the blocked matmul family: SwiftShader, WARP) for
-    /// head dimensions up to 64, instead of the tiled kernel.
+    /// head dimensions up to 32, instead of the tiled kernel.
     pub attention_blocked: bool,
 }
 

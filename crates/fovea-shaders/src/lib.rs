@@ -321,25 +321,23 @@ macro_rules! attention_cpu {
 attention_cpu!(8, 16, 24, 32, 40, 48, 64, 80, 96, 128);
 
 /// Fused attention for software adapters without value sharing between lanes
-/// (SwiftShader, WARP): one query per invocation, 16 per workgroup, its rows in named
-/// registers, no workgroup memory. Head dims up to 16, 32 (`ROW32=1`) or 64 (`ROW32=1`,
-/// `ROW64=1`), zero-padded; `COUNT_WORK` as in [`ATTENTION`].
+/// (SwiftShader, WARP): four queries per invocation, 64 per workgroup, rows in named
+/// registers, no workgroup memory. Head dims up to 16, or 32 with `ROW32=1`
+/// (zero-padded); `COUNT_WORK` as in [`ATTENTION`].
 pub const ATTENTION_BLOCKED: Kernel = Kernel {
     name: "attention_blocked",
     source: kernel_source!("attention_blocked"),
     entry_points: &["attention_blocked"],
     define_sets: &[
-        &[("ROW32", 0), ("ROW64", 0), ("COUNT_WORK", 0)],
-        &[("ROW32", 1), ("ROW64", 0), ("COUNT_WORK", 0)],
-        &[("ROW32", 1), ("ROW64", 1), ("COUNT_WORK", 0)],
-        &[("ROW32", 0), ("ROW64", 0), ("COUNT_WORK", 1)],
-        &[("ROW32", 1), ("ROW64", 0), ("COUNT_WORK", 1)],
-        &[("ROW32", 1), ("ROW64", 1), ("COUNT_WORK", 1)],
+        &[("ROW32", 0), ("COUNT_WORK", 0)],
+        &[("ROW32", 1), ("COUNT_WORK", 0)],
+        &[("ROW32", 0), ("COUNT_WORK", 1)],
+        &[("ROW32", 1), ("COUNT_WORK", 1)],
     ],
 };
 
-/// Head dimensions [`ATTENTION_BLOCKED`] covers (rows of 16, 32 or 64 values).
-pub const ATTENTION_BLOCKED_MAX_HEAD_DIM: u32 = 64;
+/// Largest head dimension [`ATTENTION_BLOCKED`] covers; wider heads run [`ATTENTION`].
+pub const ATTENTION_BLOCKED_MAX_HEAD_DIM: u32 = 32;
 
 /// Per-head entropy means, active-head compaction, zeroing of skipped heads.
 pub const ATTENTION_HEADS: Kernel = Kernel {
