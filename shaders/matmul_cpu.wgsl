@@ -24,7 +24,7 @@
 
 const LANES: u32 = 8u;
 const ROWS: u32 = 8u;
-const COLS: u32 = 2u;
+const COLS: u32 = 4u;
 const K_UNROLL: u32 = 4u;
 
 struct Params {

@@ -610,7 +610,7 @@ impl Batch {
                     ],
                     "matmul_cpu",
                 )?,
-                [n.div_ceil(16) as u32, m.div_ceil(8) as u32, batch as u32],
+                [n.div_ceil(32) as u32, m.div_ceil(8) as u32, batch as u32],
             ),
             MatmulKernel::CpuBlocked => (
                 key("matmul_blocked", dtype, &[], "matmul_blocked")?,

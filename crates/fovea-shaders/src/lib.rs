@@ -119,7 +119,7 @@ pub const MATMUL: Kernel = Kernel {
     define_sets: &[&[]],
 };
 
-/// Batched matmul for the software (CPU) adapter class: no workgroup memory, 8 rows x 16
+/// Batched matmul for the software (CPU) adapter class: no workgroup memory, 8 rows x 32
 /// columns per 8-lane workgroup. `TRANS_A`/`TRANS_B` fix the stored layouts;
 /// `SUBGROUP=1` shares lhs values with `subgroupBroadcast` (needs subgroups of exactly
 /// 8 invocations), `SUBGROUP=0` loads them workgroup-uniformly (any adapter).
