@@ -14,17 +14,18 @@
 // works out its pixels' top-left input row and column once, outside the channel loop
 // (llvmpipe hoists nothing). Padded taps load a clamped in-bounds element and select 0,
 // so no branch surrounds a load.
-// PAIRS=1 (stride 1, even widths, the same width in and out, left padding KSIZE / 2, an
-// even number of weights): lane l owns the two neighbouring pixels pix0 + 2l and
-// pix0 + 2l + 1 and reads the input as two-element words (`Pair`): per input row of a
-// 3x3 kernel three words hold the four columns its three taps need for both pixels,
-// instead of six loads; with 8-lane subgroups each lane also loads its channel's nine
-// taps as five words. On lavapipe a lane-varying load costs the same for 16 or 32 bits,
-// and loads were about 60% of this kernel's time.
+// PAIRS=1 (stride 1, widths a multiple of 4, the same width in and out, left padding
+// KSIZE / 2, an even number of weights): lane l owns the four neighbouring pixels
+// pix0 + 4l .. pix0 + 4l + 3 and reads the input as two-element words (`Pair`): per
+// input row of a 3x3 kernel four words hold the six columns its three taps need for the
+// four pixels, instead of twelve loads; with 8-lane subgroups each lane also loads its
+// channel's nine taps as five words. On lavapipe a lane-varying load costs the same for
+// 16 or 32 bits, and loads were about 60% of this kernel's time. (Conv row on one
+// lavapipe thread, GPU time, same hour: two pixels per lane 4.8-4.9 ms, four 3.9-4.1.)
 
 const LANES: u32 = 8u;
 const ROWS: u32 = 8u;
-const COLS: u32 = 2u;
+const COLS: u32 = 4u;
 const TAPS: u32 = KSIZE * KSIZE;
 // Input channels per loop iteration: 4 for 1x1 (as matmul_cpu's K), 1 for 3x3 (its 9
 // taps are enough work per iteration).
@@ -81,8 +82,8 @@ alias Acc = array<array<f32, COLS>, ROWS>;
 // Per invocation, set once before the channel loop (private, so no copies per call).
 // Per pixel: the input row and column of its top-left tap (negative in the padding).
 // Each tap's offset and padding test are recomputed from them: a few ALU ops instead
-// of 2 * TAPS live values per pixel, which spill. PAIRS: both pixels share the row and
-// `pix_x[0]` is the word holding their own columns.
+// of 2 * TAPS live values per pixel, which spill. PAIRS: the four pixels share the row
+// and `pix_x[0]` is the word holding the first two's columns.
 var<private> pix_y: array<i32, COLS>;
 var<private> pix_x: array<i32, COLS>;
 // Weight rows of this workgroup's output channels (clamped; extra rows are not stored).
@@ -172,29 +173,32 @@ fn row_tap(t: u32, lane_w: array<f32, 9>, i: u32) -> array<f32, ROWS> {
 
 // One input row (ky) of one input channel (its words start at in_base; its weights at
 // w_k, this lane's in lane_w): the words left of, at and right of the pixels' own
-// columns give the four input columns ox - 1 .. ox + 2 that the KSIZE taps read for
-// both pixels.
+// columns give the six input columns ox - 1 .. ox + 4 that the KSIZE taps read for the
+// four pixels.
 fn pair_row(acc: ptr<function, Acc>, in_base: u32, w_k: u32, ky: u32, lane_w: array<f32, 9>) {
     let words = params.w_in / 2u;
     let iy = pix_y[0] + i32(ky);
     let row_ok = u32(iy) < params.h_in;
     let row = in_base + u32(clamp(iy, 0, i32(params.h_in) - 1)) * words;
     let xm = pix_x[0];
-    let mid = pair_values(input[row + u32(xm)]);
-    let m0 = select(0.0, mid.x, row_ok);
-    let m1 = select(0.0, mid.y, row_ok);
+    let w0 = pair_values(input[row + u32(xm)]);
+    let w1 = pair_values(input[row + u32(xm + 1)]);
+    let c0 = select(0.0, w0.x, row_ok);
+    let c1 = select(0.0, w0.y, row_ok);
+    let c2 = select(0.0, w1.x, row_ok);
+    let c3 = select(0.0, w1.y, row_ok);
     if KSIZE == 1u {
-        tap_fma(acc, tap_weights(w_k), array(m0, m1));
+        tap_fma(acc, tap_weights(w_k), array(c0, c1, c2, c3));
     } else {
         let left = pair_values(input[row + u32(max(xm - 1, 0))]);
-        let right = pair_values(input[row + u32(min(xm + 1, i32(words) - 1))]);
+        let right = pair_values(input[row + u32(min(xm + 2, i32(words) - 1))]);
         let l = select(0.0, left.y, row_ok && xm > 0);
-        let r = select(0.0, right.x, row_ok && xm + 1 < i32(words));
+        let r = select(0.0, right.x, row_ok && xm + 2 < i32(words));
         let t = w_k + ky * KSIZE;
         let i = ky * KSIZE;
-        tap_fma(acc, row_tap(t, lane_w, i), array(l, m0));
-        tap_fma(acc, row_tap(t + 1u, lane_w, i + 1u), array(m0, m1));
-        tap_fma(acc, row_tap(t + 2u, lane_w, i + 2u), array(m1, r));
+        tap_fma(acc, row_tap(t, lane_w, i), array(l, c0, c1, c2));
+        tap_fma(acc, row_tap(t + 1u, lane_w, i + 1u), array(c0, c1, c2, c3));
+        tap_fma(acc, row_tap(t + 2u, lane_w, i + 2u), array(c1, c2, c3, r));
     }
 }
 
@@ -249,7 +253,7 @@ fn channel_step(acc: ptr<function, Acc>, in_base: u32, w_k: u32) {
 // clamped for loading and skipped at the store).
 fn lane_pixel(pix0: u32, lane: u32, j: u32) -> u32 {
 #if PAIRS
-    return pix0 + 2u * lane + j;
+    return pix0 + 4u * lane + j;
 #else
     return pix0 + lane + LANES * j;
 #endif
@@ -271,8 +275,9 @@ fn conv2d_cpu(
     let k_total = params.c_in * TAPS;
 
 #if PAIRS
-    // Both pixels lie in one row (even width); the host guarantees stride 1.
-    let pix = min(lane_pixel(pix0, lane, 0u), hw_out - 2u);
+    // The four pixels lie in one row (width a multiple of 4); the host guarantees
+    // stride 1.
+    let pix = min(lane_pixel(pix0, lane, 0u), hw_out - 4u);
     pix_y[0] = i32(pix / params.w_out) - i32(params.pad_top);
     pix_x[0] = i32(pix % params.w_out) / 2;
     // Channel planes and batch items in words.

@@ -124,15 +124,16 @@ fn matmul_cpu_quads(opts: MatmulOptions, k: usize) -> bool {
     !opts.trans_a && opts.trans_b && k.is_multiple_of(4)
 }
 
-/// Whether `conv2d_cpu` gives each lane two neighbouring pixels and loads the input and
-/// weights two elements at a time (its `PAIRS` variant): stride 1, an even width kept
-/// by the convolution (so both pixels share a row and every row starts on a pair), the
+/// Whether `conv2d_cpu` gives each lane four neighbouring pixels and loads the input and
+/// weights two elements at a time (its `PAIRS` variant): stride 1, a width that is a
+/// multiple of 4 kept by the convolution (so a lane's pixels share a row and every row
+/// starts on a pair), the
 /// left padding of a centred kernel, and an even number of weights (so the last one's
 /// word lies inside the tensor).
 fn conv2d_cpu_pairs(p: &ConvParams) -> bool {
     let weights = p.c_out * p.c_in * p.kernel_h * p.kernel_w;
     p.stride == 1
-        && p.w_in.is_multiple_of(2)
+        && p.w_in.is_multiple_of(4)
         && p.w_out == p.w_in
         && p.pad_left == p.kernel_w / 2
         && weights.is_multiple_of(2)
@@ -808,7 +809,7 @@ impl Batch {
                     "conv2d_cpu",
                 )?,
                 [
-                    (h_out * w_out).div_ceil(16) as u32,
+                    (h_out * w_out).div_ceil(32) as u32,
                     ws[0].div_ceil(8) as u32,
                     xs[0] as u32,
                 ],

@@ -158,13 +158,15 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             // 7400 input channels: 66600 taps, past llvmpipe's 65535-iteration loop
             // budget per invocation if the taps ran as a loop
             (1, 7400, 2, 2, 3, 3, 1, 1, true),
-            // Even widths kept by the conv: software adapters give each lane two
-            // neighbouring pixels and read inputs and weights in pairs (a last
-            // workgroup part-filled, channels whose taps start mid-word, a 1x1 channel
-            // tail); an odd number of weights keeps one-element loads.
+            // Even widths kept by the conv that are not multiples of 4, and an odd
+            // number of weights: one-element loads on software adapters.
             (2, 5, 6, 10, 10, 3, 1, 1, false),
             (1, 70, 4, 6, 12, 1, 1, 0, true),
             (1, 3, 4, 6, 5, 3, 1, 1, true),
+            // Widths a multiple of 4: each lane owns four neighbouring pixels (a last
+            // workgroup part-filled, a 1x1 channel tail).
+            (2, 5, 7, 12, 10, 3, 1, 1, false),
+            (1, 70, 4, 8, 12, 1, 1, 0, true),
             // Stride 2 over rows of three 8-pixel blocks, the last part-filled (the
             // blocked kernel's 17 input columns per row).
             (1, 6, 9, 37, 10, 3, 2, 1, true),
@@ -177,10 +179,15 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             c.seed,
             block_on(c.conv2d_padded(1, 6, 9, 8, 7, 3, 2, [0, 1, 0, 1], true, dt)),
         );
-        // Stride 1 with padding only below: the pixel pairs meet the bottom rows' zeros.
+        // Stride 1 with padding only below: the pixel pairs (and quads, at width 8)
+        // meet the bottom rows' zeros.
         expect_pass(
             c.seed,
             block_on(c.conv2d_padded(1, 4, 5, 6, 8, 3, 1, [0, 2, 1, 1], true, dt)),
+        );
+        expect_pass(
+            c.seed,
+            block_on(c.conv2d_padded(1, 4, 5, 8, 8, 3, 1, [0, 2, 1, 1], true, dt)),
         );
     }
 }

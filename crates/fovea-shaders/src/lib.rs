@@ -206,10 +206,10 @@ pub const MATMUL_BLOCKED: Kernel = Kernel {
 };
 
 /// 2D convolution for the software (CPU) adapter class, shaped as [`MATMUL_CPU`]: 8
-/// output channels x 16 pixels per 8-lane workgroup, square kernels of `KSIZE` 1 or 3
-/// (taps unrolled), `SUBGROUP` as in [`MATMUL_CPU`]. `PAIRS=1` (stride 1, even widths,
-/// same width in and out) gives each lane two neighbouring pixels and loads the input
-/// two columns at a time.
+/// output channels x 32 pixels per 8-lane workgroup, square kernels of `KSIZE` 1 or 3
+/// (taps unrolled), `SUBGROUP` as in [`MATMUL_CPU`]. `PAIRS=1` (stride 1, widths a
+/// multiple of 4, same width in and out) gives each lane four neighbouring pixels and
+/// loads the input two columns at a time.
 pub const CONV2D_CPU: Kernel = Kernel {
     name: "conv2d_cpu",
     source: kernel_source!("conv2d_cpu"),
