@@ -184,6 +184,15 @@ fn run_ci() -> Result<(), String> {
         &["test", "--workspace", "--test", "head_skipping"],
         &[("WGPU_BACKEND", "vulkan"), ("FOVEA_ADAPTER_CLASS", "gpu")],
     )?;
+    // And with the blocked kernels SwiftShader runs (the page's adapter): their attention
+    // has its own query tile, which the head lists' indirect dispatches follow.
+    cargo(
+        &["test", "--workspace", "--test", "head_skipping"],
+        &[
+            ("WGPU_BACKEND", "vulkan"),
+            ("FOVEA_MATMUL_KERNEL", "cpu-blocked"),
+        ],
+    )?;
     // The kernel tests again on wgpu's GL backend: no f16, no subgroups, other limits.
     // One test thread: wgpu's GL context lock gives up (panics) after waiting a second
     // for another thread, and llvmpipe GL kernels can hold it longer than that.

@@ -363,10 +363,17 @@ fn the_plan_picks_the_attention_kernel() {
                 plan.attention_per_lane,
                 plan.matmul == MatmulKernel::CpuSubgroup
             );
+            assert_eq!(
+                plan.attention_blocked,
+                plan.matmul == MatmulKernel::CpuBlocked
+            );
             let want = if plan.attention_per_lane && d == 32 {
                 // Rows of 2 * 32 elements: k and v are read in quads.
                 "attention_cpu:f32:HEAD_DIM=32,SUBGROUP=1,COUNT_WORK=0,QUADS=1/attention_cpu"
                     .to_string()
+            } else if plan.attention_blocked && d <= 32 {
+                // Head dims 17..=32: the 32-wide rows.
+                "attention_blocked:f32:ROW32=1,COUNT_WORK=0/attention_blocked".to_string()
             } else {
                 "attention:f32:D_MAX=64,KEY_TILE=16,COUNT_WORK=0/attention".to_string()
             };
