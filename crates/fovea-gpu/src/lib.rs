@@ -29,7 +29,7 @@ pub use batch::{Batch, Bind, Dispatch, OpTiming, Submitted, Workgroups, spread_w
 pub use context::list_adapters;
 pub use context::{
     ADAPTER_CLASS_ENV, AdapterClass, AdapterReport, Capabilities, Gpu, GpuOptions, KernelPlan,
-    MatmulKernel, REQUIRED_LIMITS, check_limits, choose_class,
+    MATMUL_KERNEL_ENV, MatmulKernel, REQUIRED_LIMITS, check_limits, choose_class,
 };
 pub use error::{GpuError, Result};
 pub use ops::{Activation, BinaryOp, MatmulOptions, TimestepOptions};
