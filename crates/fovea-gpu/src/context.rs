@@ -139,16 +139,18 @@ pub enum MatmulKernel {
     /// class; conv2d kernels other than 1x1 and 3x3 on every class).
     Tiled,
     /// `matmul_cpu.wgsl` / `conv2d_cpu.wgsl` with `SUBGROUP=0`: no workgroup memory,
-    /// workgroup-uniform loads (software class without 8-lane subgroups: GL, SwiftShader).
+    /// workgroup-uniform loads. No adapter gets it by default any more (the blocked
+    /// family measured 2.7x faster on llvmpipe GL, 15x on SwiftShader); it stays for
+    /// comparisons, forced by [`MATMUL_KERNEL_ENV`], and is tested.
     CpuUniform,
     /// `matmul_cpu.wgsl` / `conv2d_cpu.wgsl` with `SUBGROUP=1`: operands shared by
     /// `subgroupBroadcast` (software class with subgroups of exactly 8 lanes: lavapipe
     /// on AVX2).
     CpuSubgroup,
-    /// `matmul_blocked.wgsl` (matmul; conv2d keeps the tiled kernel): an 8x8 output
-    /// block per invocation in registers, no sharing between lanes (software adapters
-    /// other than llvmpipe: SwiftShader natively and as a browser's WebGPU fallback,
-    /// WARP).
+    /// `matmul_blocked.wgsl` / `conv2d_blocked.wgsl` (1x1 convolutions as matmuls,
+    /// other kernel sizes tiled): an 8x8 output block per invocation in registers, no
+    /// sharing between lanes (software adapters without 8-lane subgroups: SwiftShader
+    /// natively and as a browser's WebGPU fallback, llvmpipe on GL, WARP).
     CpuBlocked,
 }
 
@@ -202,13 +204,13 @@ pub struct KernelPlan {
     /// Attention with one query per invocation and key/value rows shared by
     /// `subgroupBroadcast` (`attention_cpu.wgsl`, software class with 8-lane subgroups)
     /// for the head dimensions it is compiled for, instead of 64-query workgroups
-    /// staging keys in workgroup memory (`attention.wgsl`). Without subgroups (GL,
-    /// SwiftShader) the tiled kernel stays: a variant with workgroup-uniform loads ran
-    /// no faster on lavapipe and took 30-100 s to compile on the GL backend.
+    /// staging keys in workgroup memory (`attention.wgsl`). (A variant with
+    /// workgroup-uniform loads instead ran no faster on lavapipe and took 30-100 s to
+    /// compile on the GL backend; without subgroups see `attention_blocked`.)
     pub attention_per_lane: bool,
-    /// Attention with one query per invocation and its rows in named registers
-    /// (`attention_blocked.wgsl`, with the blocked matmul family: SwiftShader, WARP) for
-    /// head dimensions up to 32, instead of the tiled kernel.
+    /// Attention with four queries per invocation and their rows in named registers
+    /// (`attention_blocked.wgsl`, with the blocked matmul family: SwiftShader, llvmpipe
+    /// on GL, WARP) for head dimensions up to 32, instead of the tiled kernel.
     pub attention_blocked: bool,
 }
 
@@ -220,15 +222,12 @@ impl KernelPlan {
         let matmul = match class {
             AdapterClass::Gpu | AdapterClass::GpuCoopMatrix => MatmulKernel::Tiled,
             AdapterClass::Software if caps.subgroups && eight_lanes => MatmulKernel::CpuSubgroup,
-            // llvmpipe without subgroups: on GL (its tiled kernels' barriers took minutes
-            // to compile there) or with subgroups switched off on Vulkan.
-            AdapterClass::Software if eight_lanes || info.backend == wgpu::Backend::Gl => {
-                MatmulKernel::CpuUniform
-            }
-            // Other software adapters (SwiftShader natively and as a browser's WebGPU
-            // fallback, WARP): on SwiftShader the tiled kernels ran matmul and conv2d at
-            // 0.8-1.1 GFLOP/s, the cpu-uniform ones at 0.2 (loops over private arrays),
-            // the blocked ones at 3.3 and 2.8.
+            // Every other software adapter: SwiftShader (natively and as a browser's
+            // WebGPU fallback), llvmpipe without subgroups (wgpu's GL backend, or Vulkan
+            // with them switched off), WARP. On SwiftShader the tiled kernels ran matmul
+            // and conv2d at 0.8-1.1 GFLOP/s, the cpu-uniform ones at 0.2 (loops over
+            // private arrays), the blocked ones at 3.6 and 3.1; on llvmpipe GL a guided
+            // default-UNet step took 1,589 ms with cpu-uniform, 596 with blocked.
             AdapterClass::Software => MatmulKernel::CpuBlocked,
         };
         KernelPlan {
@@ -814,8 +813,7 @@ mod tests {
         assert_eq!(MatmulKernel::parse("blocked"), None);
     }
 
-    /// Software adapters get the matmul/conv kernels measured fastest (or, on GL over
-    /// llvmpipe, quick to compile) on them.
+    /// Software adapters get the matmul/conv kernels measured fastest on them.
     #[test]
     fn software_plans_follow_the_adapter() {
         let with_subgroups = Capabilities {
@@ -844,13 +842,13 @@ mod tests {
                 "lavapipe, no subgroups",
                 &lavapipe,
                 Capabilities::default(),
-                MatmulKernel::CpuUniform,
+                MatmulKernel::CpuBlocked,
             ),
             (
                 "llvmpipe GL",
                 &gl,
                 Capabilities::default(),
-                MatmulKernel::CpuUniform,
+                MatmulKernel::CpuBlocked,
             ),
             (
                 "SwiftShader",

@@ -122,7 +122,8 @@ pub const MATMUL: Kernel = Kernel {
 /// Batched matmul for the software (CPU) adapter class: no workgroup memory, 8 rows x 32
 /// columns per 8-lane workgroup. `TRANS_A`/`TRANS_B` fix the stored layouts;
 /// `SUBGROUP=1` shares lhs values with `subgroupBroadcast` (needs subgroups of exactly
-/// 8 invocations), `SUBGROUP=0` loads them workgroup-uniformly (any adapter).
+/// 8 invocations), `SUBGROUP=0` loads them workgroup-uniformly (any adapter; chosen
+/// by none by default, see `MatmulKernel::CpuUniform`).
 /// `QUADS=1` (Linear layout only: `TRANS_A=0`, `TRANS_B=1`, K a multiple of 4) loads
 /// four consecutive K values of each operand per load.
 pub const MATMUL_CPU: Kernel = Kernel {

@@ -31,9 +31,10 @@ pub fn gpu() -> &'static Gpu {
 
 /// One device per kernel family the tests must cover on any adapter: the GPU class
 /// (not on GL over llvmpipe, see below), the software class, and where the adapter has
-/// subgroups, the software class without them and with the blocked matmul/conv2d
-/// kernels (SwiftShader's plan; without subgroups, as on GL, the software class runs
-/// the cpu-uniform ones). Kernel tests run their bodies on each.
+/// subgroups, the software class without them (the blocked kernels: what SwiftShader
+/// and GL run; without subgroups the software class itself runs them) and that again
+/// forced to the cpu-uniform matmul/conv2d kernels (chosen by no adapter, kept for
+/// comparisons). Kernel tests run their bodies on each.
 pub fn class_gpus() -> Vec<&'static Gpu> {
     static GPUS: OnceLock<Vec<Gpu>> = OnceLock::new();
     GPUS.get_or_init(|| {
@@ -60,10 +61,11 @@ pub fn class_gpus() -> Vec<&'static Gpu> {
         let subgroups = software.capabilities().subgroups;
         gpus.push(software);
         if subgroups {
+            gpus.push(forced(AdapterClass::Software, false, None));
             gpus.push(forced(
                 AdapterClass::Software,
                 false,
-                Some(MatmulKernel::CpuBlocked),
+                Some(MatmulKernel::CpuUniform),
             ));
         }
         gpus
