@@ -15,6 +15,7 @@ mod context;
 mod error;
 pub mod ops;
 mod pipeline;
+mod plan;
 mod pool;
 mod readback;
 pub mod reference;
@@ -27,12 +28,12 @@ pub use attention::{
 pub use batch::{Batch, Bind, Dispatch, OpTiming, Submitted, Workgroups, spread_workgroups};
 #[cfg(not(target_arch = "wasm32"))]
 pub use context::list_adapters;
-pub use context::{
-    ADAPTER_CLASS_ENV, AdapterClass, AdapterReport, Capabilities, Gpu, GpuOptions, KernelPlan,
-    MATMUL_KERNEL_ENV, MatmulKernel, REQUIRED_LIMITS, check_limits, choose_class,
-};
+pub use context::{AdapterReport, Capabilities, Gpu, GpuOptions, REQUIRED_LIMITS, check_limits};
 pub use error::{GpuError, Result};
 pub use ops::{Activation, BinaryOp, MatmulOptions, TimestepOptions};
 pub use pipeline::{CachedPipeline, PipelineKey};
+pub use plan::{
+    ADAPTER_CLASS_ENV, AdapterClass, KernelPlan, MATMUL_KERNEL_ENV, MatmulKernel, choose_class,
+};
 pub use pool::{PoolStats, PooledBuffer};
 pub use tensor::{DType, Tensor, fmt_shape};

@@ -8,9 +8,9 @@ use bytemuck::{Pod, Zeroable};
 use fovea_shaders::Variant;
 
 use crate::batch::{Batch, Bind, Workgroups, spread_workgroups};
-use crate::context::MatmulKernel;
 use crate::error::{GpuError, Result};
 use crate::pipeline::PipelineKey;
+use crate::plan::MatmulKernel;
 use crate::tensor::{DType, Tensor, fmt_shape};
 
 /// Activation applied by [`Batch::unary`].
