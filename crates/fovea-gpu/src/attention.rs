@@ -220,28 +220,49 @@ pub fn head_dim_variant(head_dim: usize) -> Option<usize> {
     HEAD_DIM_VARIANTS.iter().copied().find(|&d| head_dim <= d)
 }
 
-/// Whether a device with `plan` runs `head_dim` on the software-class kernel.
-fn per_lane(plan: &crate::KernelPlan, head_dim: usize) -> bool {
-    plan.attention_per_lane
-        && fovea_shaders::ATTENTION_CPU_HEAD_DIMS
-            .iter()
-            .any(|&d| d as usize == head_dim)
+/// The fused attention kernel a device runs for one head dimension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    /// `attention.wgsl`: 64-query workgroups staging keys in workgroup memory, one
+    /// entropy partial per workgroup.
+    Tiled,
+    /// `attention_cpu.wgsl` (8-lane subgroups, compiled per head dim): one query per lane.
+    PerLane,
+    /// `attention_blocked.wgsl` (head dims up to 32): four queries per invocation.
+    Blocked,
 }
 
-/// Whether a device with `plan` runs `head_dim` on the blocked kernel.
-fn blocked(plan: &crate::KernelPlan, head_dim: usize) -> bool {
-    plan.attention_blocked && head_dim <= fovea_shaders::ATTENTION_BLOCKED_MAX_HEAD_DIM as usize
+impl Kernel {
+    /// The kernel a device with `plan` runs for `head_dim`.
+    fn of(plan: &crate::KernelPlan, head_dim: usize) -> Kernel {
+        let per_lane = plan.attention_per_lane
+            && fovea_shaders::ATTENTION_CPU_HEAD_DIMS
+                .iter()
+                .any(|&d| d as usize == head_dim);
+        if per_lane {
+            Kernel::PerLane
+        } else if plan.attention_blocked
+            && head_dim <= fovea_shaders::ATTENTION_BLOCKED_MAX_HEAD_DIM as usize
+        {
+            Kernel::Blocked
+        } else {
+            Kernel::Tiled
+        }
+    }
+
+    /// Queries per workgroup.
+    fn query_tile(self) -> usize {
+        match self {
+            Kernel::Tiled => QUERY_TILE,
+            Kernel::PerLane => CPU_QUERY_TILE,
+            Kernel::Blocked => BLOCKED_QUERY_TILE,
+        }
+    }
 }
 
 /// Queries per workgroup of the kernel a device with `plan` runs for `head_dim`.
 pub fn query_tile(plan: &crate::KernelPlan, head_dim: usize) -> usize {
-    if per_lane(plan, head_dim) {
-        CPU_QUERY_TILE
-    } else if blocked(plan, head_dim) {
-        BLOCKED_QUERY_TILE
-    } else {
-        QUERY_TILE
-    }
+    Kernel::of(plan, head_dim).query_tile()
 }
 
 /// Workgroup memory the attention kernel needs for `head_dim`, in bytes.
@@ -313,10 +334,9 @@ impl Batch {
             ),
         })?;
         let plan = self.gpu().kernel_plan();
-        let wg_bytes = if per_lane(&plan, o.head_dim) || blocked(&plan, o.head_dim) {
-            0
-        } else {
-            attention_workgroup_bytes(o.head_dim).expect("variant exists")
+        let wg_bytes = match Kernel::of(&plan, o.head_dim) {
+            Kernel::Tiled => attention_workgroup_bytes(o.head_dim).expect("variant exists"),
+            Kernel::PerLane | Kernel::Blocked => 0,
         };
         let wg_limit = self.gpu().limits().max_compute_workgroup_storage_size as u64;
         if wg_bytes > wg_limit {
@@ -437,13 +457,13 @@ impl Batch {
     ) -> Result<AttentionOutput> {
         const OP: &str = "attention";
         let slots = o.batch * o.heads;
-        let plan = self.gpu().kernel_plan();
-        let cpu = per_lane(&plan, o.head_dim);
-        let blocked = blocked(&plan, o.head_dim);
-        let tiles = q.tokens.div_ceil(query_tile(&plan, o.head_dim));
-        // Entropy partial sums: one per workgroup, or one per query (attention_cpu,
-        // attention_blocked).
-        let partials = if cpu || blocked { q.tokens } else { tiles };
+        let kernel = Kernel::of(&self.gpu().kernel_plan(), o.head_dim);
+        let tiles = q.tokens.div_ceil(kernel.query_tile());
+        // Entropy partial sums: one per workgroup (tiled), or one per query.
+        let partials = match kernel {
+            Kernel::Tiled => tiles,
+            Kernel::PerLane | Kernel::Blocked => q.tokens,
+        };
         let partial = self.gpu().empty(OP, &[slots, partials, 2], DType::F32)?;
         let entropy = match o.entropy_out {
             Some(e) => {
@@ -487,8 +507,8 @@ impl Batch {
             n_query_tiles: partials as u32,
         };
         let count_work = ("COUNT_WORK", o.count_work.is_some() as u32);
-        let key = if cpu {
-            PipelineKey {
+        let key = match kernel {
+            Kernel::PerLane => PipelineKey {
                 variant: Variant::new(
                     "attention_cpu",
                     storage,
@@ -500,26 +520,27 @@ impl Batch {
                     ],
                 )?,
                 entry: "attention_cpu",
-            }
-        } else if blocked {
-            PipelineKey {
+            },
+            Kernel::Blocked => PipelineKey {
                 variant: Variant::new(
                     "attention_blocked",
                     storage,
                     &[("ROW32", (o.head_dim > 16) as u32), count_work],
                 )?,
                 entry: "attention_blocked",
-            }
-        } else {
-            let defines = [
-                ("D_MAX", d_max as u32),
-                ("KEY_TILE", KEY_TILE as u32),
-                count_work,
-            ];
-            PipelineKey {
-                variant: Variant::new("attention", storage, &defines)?,
+            },
+            Kernel::Tiled => PipelineKey {
+                variant: Variant::new(
+                    "attention",
+                    storage,
+                    &[
+                        ("D_MAX", d_max as u32),
+                        ("KEY_TILE", KEY_TILE as u32),
+                        count_work,
+                    ],
+                )?,
                 entry: "attention",
-            }
+            },
         };
         let list_bind = o
             .active_heads

@@ -127,9 +127,8 @@ fn matmul_cpu_quads(opts: MatmulOptions, k: usize) -> bool {
 /// Whether `conv2d_cpu` gives each lane four neighbouring pixels and loads the input and
 /// weights two elements at a time (its `PAIRS` variant): stride 1, a width that is a
 /// multiple of 4 kept by the convolution (so a lane's pixels share a row and every row
-/// starts on a pair), the
-/// left padding of a centred kernel, and an even number of weights (so the last one's
-/// word lies inside the tensor).
+/// starts on a pair), the left padding of a centred kernel, and an even number of
+/// weights (so the last one's word lies inside the tensor).
 fn conv2d_cpu_pairs(p: &ConvParams) -> bool {
     let weights = p.c_out * p.c_in * p.kernel_h * p.kernel_w;
     p.stride == 1
