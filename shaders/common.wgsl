@@ -37,3 +37,17 @@ fn gelu(x: f32) -> f32 {
 fn quick_gelu(x: f32) -> f32 {
     return x * sigmoid(1.702 * x);
 }
+
+// Activation `act` (elementwise.wgsl's ACT_* codes) of x.
+fn activate(x: f32, act: u32) -> f32 {
+    switch act {
+        case 1u: { return silu(x); }
+        case 2u: { return gelu(x); }
+        case 3u: { return quick_gelu(x); }
+        case 4u: { return max(x, 0.0); }
+        // Clamped: some backends build tanh from exp and give NaN (inf / inf) for large x.
+        case 5u: { return tanh(clamp(x, -15.0, 15.0)); }
+        case 6u: { return exp(0.5 * clamp(x, -30.0, 20.0)); }
+        default: { return x; }
+    }
+}

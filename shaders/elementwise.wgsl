@@ -41,19 +41,6 @@ struct Params {
 // y: (len)
 @group(0) @binding(3) var<storage, read_write> y: array<elem>;
 
-fn activate(x: f32, act: u32) -> f32 {
-    switch act {
-        case 1u: { return silu(x); }
-        case 2u: { return gelu(x); }
-        case 3u: { return quick_gelu(x); }
-        case 4u: { return max(x, 0.0); }
-        // Clamped: some backends build tanh from exp and give NaN (inf / inf) for large x.
-        case 5u: { return tanh(clamp(x, -15.0, 15.0)); }
-        case 6u: { return exp(0.5 * clamp(x, -30.0, 20.0)); }
-        default: { return x; }
-    }
-}
-
 // Each op is written once per element; the entry points below run it one element per
 // invocation in 256-wide workgroups (GPUs), or RUN consecutive elements per invocation
 // in 8-wide workgroups (software adapters: llvmpipe pays per workgroup and per 8-lane

@@ -302,6 +302,28 @@ fn broadcast_strides(shape: &[usize]) -> [u32; 4] {
 /// Elements per invocation of the software elementwise kernels (`RUN` in
 /// `elementwise.wgsl`).
 const ELEMENTWISE_RUN: usize = 16;
+/// Blocks per invocation of their block variants (`RUN_BLOCKS` in
+/// `elementwise_blocks.wgsl`).
+const ELEMENTWISE_RUN_BLOCKS: usize = 2;
+
+/// Elements in a 16-byte block of `dtype` (`BLOCK_ELEMS` in the shader header).
+fn block_elems(dtype: fovea_shaders::Dtype) -> usize {
+    match dtype {
+        fovea_shaders::Dtype::F16 => 8,
+        fovea_shaders::Dtype::F32 => 4,
+    }
+}
+
+/// Whether `t`'s buffer holds whole blocks up to its last element, so that a kernel
+/// reading it as blocks reaches every element.
+fn whole_blocks(t: &Tensor, elems: usize) -> bool {
+    t.buffer().size() >= (t.len().div_ceil(elems) * 16) as u64
+}
+
+/// Whether a norm's gamma and beta (when it has them) can be read as blocks.
+fn affine_blocks(affine: Option<(&Tensor, &Tensor)>, elems: usize) -> bool {
+    affine.is_none_or(|(g, b)| whole_blocks(g, elems) && whole_blocks(b, elems))
+}
 /// Largest row `layer_norm_cpu` takes: one invocation walks it three times, within
 /// llvmpipe's 65,535 loop iterations per invocation.
 const LAYER_NORM_PER_LANE_MAX: usize = 16384;
@@ -342,26 +364,34 @@ impl Batch {
         Ok(())
     }
 
-    /// One `elementwise.wgsl` dispatch over `len` outputs: `entries` = [GPU entry point
-    /// (one element per invocation, 256-wide), software one (ELEMENTWISE_RUN per
-    /// invocation, 8-wide)], chosen by the kernel plan.
+    /// One elementwise dispatch over `len` outputs: `entries` = [GPU entry point (one
+    /// element per invocation, 256-wide), software one (ELEMENTWISE_RUN per invocation,
+    /// 8-wide), software block one (`elementwise_blocks.wgsl`, ELEMENTWISE_RUN_BLOCKS
+    /// blocks per invocation, when `blocks`: the operands are block-aligned)], chosen by
+    /// the kernel plan.
+    #[allow(clippy::too_many_arguments)]
     fn elementwise_dispatch(
         &mut self,
         op: &'static str,
         dtype: fovea_shaders::Dtype,
-        entries: [&'static str; 2],
+        entries: [&'static str; 3],
+        blocks: bool,
         len: usize,
         params: &ElementwiseParams,
         bindings: &[(u32, Bind<'_>)],
     ) -> Result<()> {
-        let (entry, per_group) = if self.gpu().kernel_plan().narrow {
-            (entries[1], 8 * ELEMENTWISE_RUN)
-        } else {
-            (entries[0], 256)
+        let (kernel, entry, per_group) = match (self.gpu().kernel_plan().narrow, blocks) {
+            (true, true) => (
+                "elementwise_blocks",
+                entries[2],
+                8 * ELEMENTWISE_RUN_BLOCKS * block_elems(dtype),
+            ),
+            (true, false) => ("elementwise", entries[1], 8 * ELEMENTWISE_RUN),
+            (false, _) => ("elementwise", entries[0], 256),
         };
         let wg = self.flat_groups(op, len, per_group)?;
         let d = self.gpu().dispatch(
-            &key("elementwise", dtype, &[], entry)?,
+            &key(kernel, dtype, &[], entry)?,
             bytemuck::bytes_of(params),
             bindings,
             Workgroups::Direct(wg),
@@ -382,10 +412,12 @@ impl Batch {
             beta,
             ..Zeroable::zeroed()
         };
+        let blocks = x.len().is_multiple_of(block_elems(dtype));
         self.elementwise_dispatch(
             OP,
             dtype,
-            ["unary", "unary_cpu"],
+            ["unary", "unary_cpu", "unary_blocks"],
+            blocks,
             x.len(),
             &params,
             &[(1, Bind::Tensor(x)), (3, Bind::Tensor(&y))],
@@ -428,10 +460,15 @@ impl Batch {
             row_len: 0,
             _pad: [0; 3],
         };
+        // Blocks of the output's last dimension; each operand is contiguous or
+        // broadcast along it (then its other strides are multiples of that dimension).
+        let be = block_elems(dtype);
+        let blocks = out4[3].is_multiple_of(be) && whole_blocks(a, be) && whole_blocks(b, be);
         self.elementwise_dispatch(
             OP,
             dtype,
-            ["binary", "binary_cpu"],
+            ["binary", "binary_cpu", "binary_blocks"],
+            blocks,
             len,
             &params,
             &[
@@ -472,10 +509,12 @@ impl Batch {
             row_len: (last / 2) as u32,
             ..Zeroable::zeroed()
         };
+        let blocks = (last / 2).is_multiple_of(block_elems(dtype));
         self.elementwise_dispatch(
             OP,
             dtype,
-            ["geglu", "geglu_cpu"],
+            ["geglu", "geglu_cpu", "geglu_blocks"],
+            blocks,
             y.len(),
             &params,
             &[(1, Bind::Tensor(x)), (3, Bind::Tensor(&y))],
@@ -865,8 +904,14 @@ impl Batch {
             };
             bindings.extend([(2, g), (3, b)]);
         }
+        // The block entry points (norm_blocks.wgsl) read x, y, gamma and beta as blocks.
+        let kernel = if entry.ends_with("_blocks") {
+            "norm_blocks"
+        } else {
+            "norm"
+        };
         let d = self.gpu().dispatch(
-            &key("norm", dtype, &[], entry)?,
+            &key(kernel, dtype, &[], entry)?,
             bytemuck::bytes_of(&params),
             &bindings,
             Workgroups::Direct(wg),
@@ -929,12 +974,17 @@ impl Batch {
             _pad: 0,
         };
         // Software adapters: 8 invocations per group while the group fits llvmpipe's loop
-        // budget.
+        // budget, reading blocks when each channel's extent is whole blocks.
         let count = s[1] / groups * spatial;
-        let entry = if self.gpu().kernel_plan().narrow && count <= GROUP_NORM_NARROW_MAX {
-            "group_norm_cpu"
-        } else {
-            "group_norm"
+        let be = block_elems(float_dtype(OP, &[x])?);
+        let blocks = spatial.is_multiple_of(be) && affine_blocks(affine, be);
+        let entry = match (
+            self.gpu().kernel_plan().narrow && count <= GROUP_NORM_NARROW_MAX,
+            blocks,
+        ) {
+            (true, true) => "group_norm_blocks",
+            (true, false) => "group_norm_cpu",
+            (false, _) => "group_norm",
         };
         self.norm_dispatch(OP, entry, x, affine, params, s[0] * groups)
     }
@@ -978,9 +1028,15 @@ impl Batch {
             _pad: 0,
         };
         // Software adapters: one row per lane, 8 rows per workgroup, while the row fits
-        // the kernel's loop budget.
+        // the kernel's loop budget, reading blocks when rows are whole blocks.
         if self.gpu().kernel_plan().narrow && d <= LAYER_NORM_PER_LANE_MAX {
-            self.norm_dispatch(OP, "layer_norm_cpu", x, affine, params, rows.div_ceil(8))
+            let be = block_elems(float_dtype(OP, &[x])?);
+            let entry = if d.is_multiple_of(be) && affine_blocks(affine, be) {
+                "layer_norm_blocks"
+            } else {
+                "layer_norm_cpu"
+            };
+            self.norm_dispatch(OP, entry, x, affine, params, rows.div_ceil(8))
         } else {
             self.norm_dispatch(OP, "layer_norm", x, affine, params, rows)
         }

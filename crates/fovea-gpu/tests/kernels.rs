@@ -28,7 +28,9 @@ fn activation_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             Activation::Tanh,
             Activation::GaussianStd,
         ] {
-            for shape in [&[1][..], &[257], &[3, 1000]] {
+            // 257: the software element kernel; 3 x 1000 and 2 x 520 (whole blocks of
+            // 8 f16 / 4 f32, part-filled last workgroups): the block kernel.
+            for shape in [&[1][..], &[257], &[3, 1000], &[2, 520]] {
                 expect_pass(c.seed, block_on(c.unary(act, shape, dt)));
             }
         }
@@ -61,6 +63,35 @@ fn binary_cases(c: &mut fovea_gpu::selfcheck::Checker) {
                 c.seed,
                 block_on(c.binary(op, &[3, 1, 5, 1], &[1, 4, 1, 1], dt)),
             );
+            // Last dimensions of whole blocks: the software block kernel, with operands
+            // contiguous along it, broadcast along it (the time-embedding add), or
+            // broadcast over rows; the index carries across dims within a run.
+            expect_pass(
+                c.seed,
+                block_on(c.binary(op, &[2, 3, 8, 24], &[2, 3, 8, 24], dt)),
+            );
+            expect_pass(
+                c.seed,
+                block_on(c.binary(op, &[2, 64, 4, 16], &[2, 64, 1, 1], dt)),
+            );
+            expect_pass(c.seed, block_on(c.binary(op, &[9, 16], &[16], dt)));
+            // An odd number of blocks per slab, so that a run's second block carries
+            // into d1 (then d0): blocks of 8 f16 for the first two, 4 f32 for the last.
+            expect_pass(
+                c.seed,
+                block_on(c.binary(op, &[2, 3, 3, 8], &[1, 3, 1, 8], dt)),
+            );
+            expect_pass(
+                c.seed,
+                block_on(c.binary(op, &[3, 1, 3, 8], &[3, 1, 1, 1], dt)),
+            );
+            expect_pass(
+                c.seed,
+                block_on(c.binary(op, &[2, 3, 3, 4], &[1, 3, 1, 4], dt)),
+            );
+            // Five broadcast elements: whole blocks in an f16 buffer, not in an f32 one
+            // (that falls back to the element kernel).
+            expect_pass(c.seed, block_on(c.binary(op, &[5, 8], &[5, 1], dt)));
         }
     }
 }
@@ -73,6 +104,9 @@ fn geglu_matches_reference() {
             expect_pass(c.seed, block_on(c.geglu(1, 1, dt)));
             // Rows shorter than one invocation's run of 16.
             expect_pass(c.seed, block_on(c.geglu(7, 3, dt)));
+            // Rows of whole blocks (the software block kernel): one block per row, and
+            // several.
+            expect_pass(c.seed, block_on(c.geglu(5, 8, dt)));
             expect_pass(c.seed, block_on(c.geglu(33, 160, dt)));
         }
     }
@@ -204,12 +238,18 @@ fn norm_cases(c: &mut fovea_gpu::selfcheck::Checker) {
         expect_pass(c.seed, block_on(c.group_norm(2, 32, 64, 32, false, dt)));
         expect_pass(c.seed, block_on(c.group_norm(1, 64, 81, 8, true, dt)));
         expect_pass(c.seed, block_on(c.group_norm(3, 6, 5, 3, true, dt)));
+        // Channels of whole blocks (the software block kernel): fewer blocks per group
+        // than lanes, and an odd number of blocks per channel.
+        expect_pass(c.seed, block_on(c.group_norm(2, 64, 16, 32, true, dt)));
+        expect_pass(c.seed, block_on(c.group_norm(1, 24, 40, 6, true, dt)));
         // A group at the narrow (software) kernel's 131072-element limit, and one past it.
         expect_pass(c.seed, block_on(c.group_norm(1, 32, 4096, 1, true, dt)));
         expect_pass(c.seed, block_on(c.group_norm(1, 2, 65552, 1, false, dt)));
         expect_pass(c.seed, block_on(c.layer_norm(7, 320, dt)));
         expect_pass(c.seed, block_on(c.layer_norm(3, 1, dt)));
         expect_pass(c.seed, block_on(c.layer_norm(2, 1280, dt)));
+        // Rows of whole blocks, rows not a multiple of 8 (the software block kernel).
+        expect_pass(c.seed, block_on(c.layer_norm(13, 24, dt)));
         // Rows not a multiple of 8 (per-lane variant), and a row past its 16384 limit.
         expect_pass(c.seed, block_on(c.layer_norm(1001, 17, dt)));
         expect_pass(c.seed, block_on(c.layer_norm(2, 16500, dt)));

@@ -111,6 +111,24 @@ pub const ELEMENTWISE: Kernel = Kernel {
     define_sets: &[&[]],
 };
 
+/// [`ELEMENTWISE`]'s unary, binary and GEGLU ops for software adapters, a 16-byte block
+/// of elements per load and store, for block-aligned operands.
+pub const ELEMENTWISE_BLOCKS: Kernel = Kernel {
+    name: "elementwise_blocks",
+    source: kernel_source!("elementwise_blocks"),
+    entry_points: &["unary_blocks", "binary_blocks", "geglu_blocks"],
+    define_sets: &[&[]],
+};
+
+/// [`NORM`]'s software group norm (+SiLU) and layer norm, a 16-byte block of elements
+/// per load and store, for block-aligned channels and rows.
+pub const NORM_BLOCKS: Kernel = Kernel {
+    name: "norm_blocks",
+    source: kernel_source!("norm_blocks"),
+    entry_points: &["group_norm_blocks", "layer_norm_blocks"],
+    define_sets: &[&[]],
+};
+
 /// Batched matmul with transposes and bias.
 pub const MATMUL: Kernel = Kernel {
     name: "matmul",
@@ -358,6 +376,7 @@ pub const ATTENTION_HEADS: Kernel = Kernel {
 /// Every kernel the engine has.
 pub const KERNELS: &[&Kernel] = &[
     &ELEMENTWISE,
+    &ELEMENTWISE_BLOCKS,
     &MATMUL,
     &MATMUL_CPU,
     &MATMUL_BLOCKED,
@@ -366,6 +385,7 @@ pub const KERNELS: &[&Kernel] = &[
     &CONV2D_BLOCKED,
     &ATTENTION_BLOCKED,
     &NORM,
+    &NORM_BLOCKS,
     &LAYOUT,
     &TIMESTEP,
     &ATTENTION,
@@ -559,7 +579,9 @@ pub fn preprocess(
     }
     // Two and four consecutive elements as one storage word: kernels for software
     // adapters load them at once (a lane-varying load on llvmpipe is a loop over the
-    // lanes whose cost grows far less than its width).
+    // lanes whose cost grows far less than its width). A `Block` is 16 bytes, BLOCK_ELEMS
+    // elements: `block_quads` gives them as two quads (f32: the one quad twice),
+    // `block_of` packs them back (f32: the first quad), `block_elem` picks one.
     out.push_str(match dtype {
         Dtype::F16 => concat!(
             "alias Pair = u32;\n",
@@ -567,12 +589,26 @@ pub fn preprocess(
             "alias Quad = vec2<u32>;\n",
             "fn quad_values(q: Quad) -> vec4<f32> { ",
             "return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)); }\n",
+            "alias Block = vec4<u32>;\n",
+            "const BLOCK_ELEMS: u32 = 8u;\n",
+            "fn block_quads(b: Block) -> array<vec4<f32>, 2> { ",
+            "return array<vec4<f32>, 2>(quad_values(b.xy), quad_values(b.zw)); }\n",
+            "fn block_elem(b: Block, e: u32) -> f32 { ",
+            "let p = unpack2x16float(b[e / 2u]); return select(p.x, p.y, (e & 1u) == 1u); }\n",
+            "fn block_of(q: array<vec4<f32>, 2>) -> Block { return Block(",
+            "pack2x16float(q[0].xy), pack2x16float(q[0].zw), ",
+            "pack2x16float(q[1].xy), pack2x16float(q[1].zw)); }\n",
         ),
         Dtype::F32 => concat!(
             "alias Pair = vec2<f32>;\n",
             "fn pair_values(p: Pair) -> vec2<f32> { return p; }\n",
             "alias Quad = vec4<f32>;\n",
             "fn quad_values(q: Quad) -> vec4<f32> { return q; }\n",
+            "alias Block = vec4<f32>;\n",
+            "const BLOCK_ELEMS: u32 = 4u;\n",
+            "fn block_quads(b: Block) -> array<vec4<f32>, 2> { return array<vec4<f32>, 2>(b, b); }\n",
+            "fn block_elem(b: Block, e: u32) -> f32 { return b[e]; }\n",
+            "fn block_of(q: array<vec4<f32>, 2>) -> Block { return q[0]; }\n",
         ),
     });
     out.push_str(COMMON_SOURCE);
