@@ -202,14 +202,84 @@ fn pair_row(acc: ptr<function, Acc>, in_base: u32, w_k: u32, ky: u32, lane_w: ar
     }
 }
 
+#if SUBGROUP
+// The six input columns ox - 1 .. ox + 4 of input row ky (zero in the padding) that a
+// 3x3 kernel's taps read for this lane's four pixels.
+fn row_columns(in_base: u32, ky: u32) -> array<f32, 6> {
+    let words = params.w_in / 2u;
+    let iy = pix_y[0] + i32(ky);
+    let row_ok = u32(iy) < params.h_in;
+    let row = in_base + u32(clamp(iy, 0, i32(params.h_in) - 1)) * words;
+    let xm = pix_x[0];
+    let w0 = pair_values(input[row + u32(xm)]);
+    let w1 = pair_values(input[row + u32(xm + 1)]);
+    let left = pair_values(input[row + u32(max(xm - 1, 0))]);
+    let right = pair_values(input[row + u32(min(xm + 2, i32(words) - 1))]);
+    return array(
+        select(0.0, left.y, row_ok && xm > 0),
+        select(0.0, w0.x, row_ok),
+        select(0.0, w0.y, row_ok),
+        select(0.0, w1.x, row_ok),
+        select(0.0, w1.y, row_ok),
+        select(0.0, right.x, row_ok && xm + 2 < i32(words)),
+    );
+}
+
+// One output channel's four accumulators after one input channel of a 3x3 kernel: its
+// taps `w` (in order) times the three rows' columns, each accumulator taking the nine
+// taps in the order the row-by-row path adds them.
+fn channel_taps(a: array<f32, COLS>, w: array<f32, 9>, r0: array<f32, 6>, r1: array<f32, 6>,
+                r2: array<f32, 6>) -> array<f32, COLS> {
+    var out = a;
+    for (var j = 0u; j < COLS; j++) {
+        var c = out[j];
+        c = fma(w[0], r0[j], c);
+        c = fma(w[1], r0[j + 1u], c);
+        c = fma(w[2], r0[j + 2u], c);
+        c = fma(w[3], r1[j], c);
+        c = fma(w[4], r1[j + 1u], c);
+        c = fma(w[5], r1[j + 2u], c);
+        c = fma(w[6], r2[j], c);
+        c = fma(w[7], r2[j + 1u], c);
+        out[j] = fma(w[8], r2[j + 2u], c);
+    }
+    return out;
+}
+
+// Output channel i's nine taps from the subgroup lane that loaded them.
+fn shuffle_taps(lane_w: array<f32, 9>, i: u32) -> array<f32, 9> {
+    var w: array<f32, 9>;
+    for (var t = 0u; t < 9u; t++) {
+        w[t] = subgroupShuffle(lane_w[t], i);
+    }
+    return w;
+}
+
+// One input channel of a 3x3 kernel, output channel by output channel: the three rows'
+// columns and this lane's taps stay in registers while each output channel's four
+// accumulators take all nine taps, so llvmpipe reloads and stores a spilled
+// accumulator once per input channel rather than once per tap (the tap-by-tap order
+// kept all 32 accumulators and 72 broadcast weights live; same sums, same order).
+fn channel_step3(acc: ptr<function, Acc>, in_base: u32, w_k: u32) {
+    let lane_w = lane_taps3(w_k);
+    let r0 = row_columns(in_base, 0u);
+    let r1 = row_columns(in_base, 1u);
+    let r2 = row_columns(in_base, 2u);
+    for (var i = 0u; i < ROWS; i++) {
+        (*acc)[i] = channel_taps((*acc)[i], shuffle_taps(lane_w, i), r0, r1, r2);
+    }
+}
+#endif
+
 // Every input row of one input channel.
 fn channel_step(acc: ptr<function, Acc>, in_base: u32, w_k: u32) {
-    var lane_w: array<f32, 9>;
 #if SUBGROUP
     if KSIZE == 3u {
-        lane_w = lane_taps3(w_k);
+        channel_step3(acc, in_base, w_k);
+        return;
     }
 #endif
+    var lane_w: array<f32, 9>;
     pair_row(acc, in_base, w_k, 0u, lane_w);
     if KSIZE == 3u {
         pair_row(acc, in_base, w_k, 1u, lane_w);
