@@ -305,6 +305,8 @@ const ELEMENTWISE_RUN: usize = 16;
 /// Blocks per invocation of their block variants (`RUN_BLOCKS` in
 /// `elementwise_blocks.wgsl`).
 const ELEMENTWISE_RUN_BLOCKS: usize = 2;
+/// Blocks per invocation of `layout_blocks.wgsl` (its `RUN_BLOCKS`).
+const LAYOUT_RUN_BLOCKS: usize = 2;
 
 /// Elements in a 16-byte block of `dtype` (`BLOCK_ELEMS` in the shader header).
 fn block_elems(dtype: fovea_shaders::Dtype) -> usize {
@@ -1085,9 +1087,22 @@ impl Batch {
             w: s[3] as u32,
             ..Zeroable::zeroed()
         };
-        let wg = self.flat_groups(OP, y.len(), 256)?;
+        // Software adapters: output rows of whole blocks, a block per access.
+        let be = block_elems(dtype);
+        let (pipeline, per_group) = if self.gpu().kernel_plan().narrow
+            && (2 * s[3]).is_multiple_of(be)
+            && whole_blocks(x, be)
+        {
+            (
+                key("layout_blocks", dtype, &[], "upsample_nearest2x_blocks")?,
+                8 * LAYOUT_RUN_BLOCKS * be,
+            )
+        } else {
+            (key("layout", dtype, &[], "upsample_nearest2x")?, 256)
+        };
+        let wg = self.flat_groups(OP, y.len(), per_group)?;
         let d = self.gpu().dispatch(
-            &key("layout", dtype, &[], "upsample_nearest2x")?,
+            &pipeline,
             bytemuck::bytes_of(&params),
             &[(1, Bind::Tensor(x)), (2, Bind::Tensor(&y))],
             Workgroups::Direct(wg),
@@ -1128,6 +1143,17 @@ impl Batch {
         out_shape[1] = total;
         let y = self.gpu().empty(OP, &out_shape, parts[0].dtype())?;
         let spatial: usize = first[2..].iter().product();
+        // Software adapters: channel planes of whole blocks, a block per access.
+        let be = block_elems(dtype);
+        let blocks = self.gpu().kernel_plan().narrow && spatial.is_multiple_of(be);
+        let (pipeline, per_group) = if blocks {
+            (
+                key("layout_blocks", dtype, &[], "copy_channels_blocks")?,
+                8 * LAYOUT_RUN_BLOCKS * be,
+            )
+        } else {
+            (key("layout", dtype, &[], "copy_channels")?, 256)
+        };
         let mut offset = 0;
         for p in parts {
             let params = LayoutParams {
@@ -1139,9 +1165,9 @@ impl Batch {
                 dst_channel_offset: offset as u32,
                 ..Zeroable::zeroed()
             };
-            let wg = self.flat_groups(OP, p.len(), 256)?;
+            let wg = self.flat_groups(OP, p.len(), per_group)?;
             let d = self.gpu().dispatch(
-                &key("layout", dtype, &[], "copy_channels")?,
+                &pipeline,
                 bytemuck::bytes_of(&params),
                 &[(1, Bind::Tensor(p)), (2, Bind::Tensor(&y))],
                 Workgroups::Direct(wg),

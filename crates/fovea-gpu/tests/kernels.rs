@@ -266,6 +266,12 @@ fn layout_ops_are_exact() {
         expect_pass(c.seed, block_on(c.upsample(1, 1, 1, 1, dt)));
         expect_pass(c.seed, block_on(c.concat(2, 3, 5, 7, dt)));
         expect_pass(c.seed, block_on(c.concat(1, 64, 1, 33, dt)));
+        // Output rows and channel planes of whole blocks (8 f16 / 4 f32): the software
+        // block kernels, with an input half-block starting mid-block.
+        expect_pass(c.seed, block_on(c.upsample(2, 3, 4, 8, dt)));
+        expect_pass(c.seed, block_on(c.upsample(1, 2, 3, 4, dt)));
+        expect_pass(c.seed, block_on(c.concat(2, 3, 5, 16, dt)));
+        expect_pass(c.seed, block_on(c.concat(1, 2, 1, 8, dt)));
         expect_pass(c.seed, block_on(c.slice(2, 8, 0, 4, 15, dt)));
         expect_pass(c.seed, block_on(c.slice(3, 5, 2, 3, 7, dt)));
     }

@@ -129,6 +129,15 @@ pub const NORM_BLOCKS: Kernel = Kernel {
     define_sets: &[&[]],
 };
 
+/// [`LAYOUT`]'s channel concat and nearest 2x upsampling for software adapters, a
+/// 16-byte block of elements per load and store, for block-aligned planes and rows.
+pub const LAYOUT_BLOCKS: Kernel = Kernel {
+    name: "layout_blocks",
+    source: kernel_source!("layout_blocks"),
+    entry_points: &["copy_channels_blocks", "upsample_nearest2x_blocks"],
+    define_sets: &[&[]],
+};
+
 /// Batched matmul with transposes and bias.
 pub const MATMUL: Kernel = Kernel {
     name: "matmul",
@@ -387,6 +396,7 @@ pub const KERNELS: &[&Kernel] = &[
     &NORM,
     &NORM_BLOCKS,
     &LAYOUT,
+    &LAYOUT_BLOCKS,
     &TIMESTEP,
     &ATTENTION,
     &ATTENTION_CPU,
