@@ -269,6 +269,34 @@ fn channel_step3(acc: ptr<function, Acc>, in_base: u32, w_k: u32) {
         (*acc)[i] = channel_taps((*acc)[i], shuffle_taps(lane_w, i), r0, r1, r2);
     }
 }
+// The four pixels' values of one input channel of a 1x1 kernel (its words start at
+// in_base).
+fn pixel_values(in_base: u32) -> vec4<f32> {
+    let row = in_base + u32(pix_y[0]) * (params.w_in / 2u) + u32(pix_x[0]);
+    return vec4<f32>(pair_values(input[row]), pair_values(input[row + 1u]));
+}
+
+// Four input channels of a 1x1 kernel (inputs from x_c on, a plane apart; weights from
+// w_c on), output channel by output channel as channel_step3: each accumulator takes
+// the four channels in order, its weights shuffled in from the lane that loaded them.
+fn channels4_1x1(acc: ptr<function, Acc>, x_c: u32, w_c: u32, plane: u32) {
+    let x0 = pixel_values(x_c);
+    let x1 = pixel_values(x_c + plane);
+    let x2 = pixel_values(x_c + 2u * plane);
+    let x3 = pixel_values(x_c + 3u * plane);
+    let w = vec4<f32>(weight_at(w_off + w_c), weight_at(w_off + w_c + 1u),
+                      weight_at(w_off + w_c + 2u), weight_at(w_off + w_c + 3u));
+    for (var i = 0u; i < ROWS; i++) {
+        let wi = subgroupShuffle(w, i);
+        for (var j = 0u; j < COLS; j++) {
+            var c = (*acc)[i][j];
+            c = fma(wi.x, x0[j], c);
+            c = fma(wi.y, x1[j], c);
+            c = fma(wi.z, x2[j], c);
+            (*acc)[i][j] = fma(wi.w, x3[j], c);
+        }
+    }
+}
 #endif
 
 // Every input row of one input channel.
@@ -379,6 +407,14 @@ fn conv2d_cpu(
     for (; ci < c_main; ci += C_UNROLL) {
         let x_c = in_base + ci * plane;
         let w_c = ci * TAPS;
+#if PAIRS
+#if SUBGROUP
+        if C_UNROLL == 4u {
+            channels4_1x1(&acc, x_c, w_c, plane);
+            continue;
+        }
+#endif
+#endif
         channel_step(&acc, x_c, w_c);
         if C_UNROLL == 4u {
             channel_step(&acc, x_c + plane, w_c + TAPS);
