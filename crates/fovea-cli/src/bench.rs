@@ -259,51 +259,64 @@ fn kernels(gpu: &Gpu, o: &BenchOptions, full: bool) -> Result<Vec<KernelRow>, St
             timing: t,
         });
     };
-    // Matmul (M, K) @ (K, N), as a projection of 4096 tokens.
-    let (m, k, n) = if full {
-        (4096, 1280, 1280)
+    // Matmul (M, K) @ (K, N): a projection of 4096 tokens (full); on software adapters
+    // a small one and issue 12's 1024 square.
+    let matmuls: &[(usize, usize, usize)] = if full {
+        &[(4096, 1280, 1280)]
     } else {
-        (512, 256, 256)
+        &[(512, 256, 256), (1024, 1024, 1024)]
     };
-    let a = filled(gpu, "a", &[m, k], dt)?;
-    let w = filled(gpu, "w", &[k, n], dt)?;
-    let t = time(gpu, o, |b| {
-        b.matmul(&a, &w, None, MatmulOptions::default())
-            .map(drop)
-            .map_err(gerr)
-    })?;
-    push(
-        "matmul",
-        format!("{m}x{k} @ {k}x{n}"),
-        2.0 * (m * k * n) as f64,
-        "GFLOP/s",
-        t,
-    );
-    // The same product as a Linear layer: weight stored (N, K), as every projection
-    // in the models (the software class's PACKED matmul path).
-    let lw = filled(gpu, "linear w", &[n, k], dt)?;
-    let t = time(gpu, o, |b| b.linear(&a, &lw, None).map(drop).map_err(gerr))?;
-    push(
-        "linear",
-        format!("{m}x{k} @ ({n}x{k})^T"),
-        2.0 * (m * k * n) as f64,
-        "GFLOP/s",
-        t,
-    );
-    // 3x3 convolution, a UNet resnet's.
-    let (bn, c, hw) = if full { (2, 320, 64) } else { (1, 64, 32) };
+    for &(m, k, n) in matmuls {
+        let a = filled(gpu, "a", &[m, k], dt)?;
+        let w = filled(gpu, "w", &[k, n], dt)?;
+        let t = time(gpu, o, |b| {
+            b.matmul(&a, &w, None, MatmulOptions::default())
+                .map(drop)
+                .map_err(gerr)
+        })?;
+        push(
+            "matmul",
+            format!("{m}x{k} @ {k}x{n}"),
+            2.0 * (m * k * n) as f64,
+            "GFLOP/s",
+            t,
+        );
+        // The same product as a Linear layer: weight stored (N, K), as every
+        // projection in the models (the software class's QUADS matmul path).
+        let lw = filled(gpu, "linear w", &[n, k], dt)?;
+        let t = time(gpu, o, |b| b.linear(&a, &lw, None).map(drop).map_err(gerr))?;
+        push(
+            "linear",
+            format!("{m}x{k} @ ({n}x{k})^T"),
+            2.0 * (m * k * n) as f64,
+            "GFLOP/s",
+            t,
+        );
+    }
+    // 3x3 convolution, a UNet resnet's (software adapters: 64 and 128 channels at 32x32,
+    // issue 12's shapes).
+    let convs: &[(usize, usize, usize)] = if full {
+        &[(2, 320, 64)]
+    } else {
+        &[(1, 64, 32), (1, 128, 32)]
+    };
+    for &(bn, c, hw) in convs {
+        let x = filled(gpu, "x", &[bn, c, hw, hw], dt)?;
+        let cw = filled(gpu, "conv w", &[c, c, 3, 3], dt)?;
+        let t = time(gpu, o, |b| {
+            b.conv2d(&x, &cw, None, 1, 1).map(drop).map_err(gerr)
+        })?;
+        push(
+            "conv2d 3x3",
+            format!("{bn}x{c}x{hw}x{hw} -> {c}"),
+            2.0 * (bn * c * hw * hw * c * 9) as f64,
+            "GFLOP/s",
+            t,
+        );
+    }
+    // The norm and elementwise rows' input: the first convolution's.
+    let (bn, c, hw) = convs[0];
     let x = filled(gpu, "x", &[bn, c, hw, hw], dt)?;
-    let cw = filled(gpu, "conv w", &[c, c, 3, 3], dt)?;
-    let t = time(gpu, o, |b| {
-        b.conv2d(&x, &cw, None, 1, 1).map(drop).map_err(gerr)
-    })?;
-    push(
-        "conv2d 3x3",
-        format!("{bn}x{c}x{hw}x{hw} -> {c}"),
-        2.0 * (bn * c * hw * hw * c * 9) as f64,
-        "GFLOP/s",
-        t,
-    );
     // Self-attention over a 64x64 latent's tokens (SD 2.1 first level: 5 heads of 64).
     let (ab, tokens, heads, hd) = if full {
         (2, 4096, 5, 64)
