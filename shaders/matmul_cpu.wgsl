@@ -16,6 +16,8 @@
 // less than its width, and the operand loads were ~60% of this kernel's time there
 // (linear row on one lavapipe thread: one element per load 6.1 ms, two 4.2, four 3.4,
 // eight 3.3).
+// QUADS=1 with TRANS_B=0 (lhs (M, K), rhs (K, N), K and N multiples of 4): lane l owns
+// the four neighbouring columns col0 + 4l .. 4l + 3 instead, one rhs quad per k.
 // TRANS_A / TRANS_B fix the stored layouts at pipeline creation. Rows and columns past
 // the matrix are clamped for loading (no divergent branches around loads) and skipped
 // at the store. K is unrolled by 4 by hand: llvmpipe unrolls only loops of <= 32
@@ -76,12 +78,11 @@ alias LhsOffsets = array<u32, ROWS>;
 alias Acc = array<array<f32, COLS>, ROWS>;
 
 #if QUADS
-// Four k steps (quad q of K): this lane's COLS rhs quads times the ROWS lhs quads. The
-// offsets count quads.
-fn quad_step(acc: ptr<function, Acc>, a_off: LhsOffsets, b_off: array<u32, COLS>, q: u32) {
+// The ROWS lhs quads of quad q of K (offsets in quads).
+fn lhs_quads(a_off: LhsOffsets, q: u32) -> array<vec4<f32>, ROWS> {
+    var a: array<vec4<f32>, ROWS>;
 #if SUBGROUP
     let mine = quad_values(lhs[a_off + q]);
-    var a: array<vec4<f32>, ROWS>;
     a[0] = subgroupBroadcast(mine, 0u);
     a[1] = subgroupBroadcast(mine, 1u);
     a[2] = subgroupBroadcast(mine, 2u);
@@ -91,11 +92,18 @@ fn quad_step(acc: ptr<function, Acc>, a_off: LhsOffsets, b_off: array<u32, COLS>
     a[6] = subgroupBroadcast(mine, 6u);
     a[7] = subgroupBroadcast(mine, 7u);
 #else
-    var a: array<vec4<f32>, ROWS>;
     for (var i = 0u; i < ROWS; i++) {
         a[i] = quad_values(lhs[a_off[i] + q]);
     }
 #endif
+    return a;
+}
+
+#if TRANS_B
+// Four k steps (quad q of K): this lane's COLS rhs quads times the ROWS lhs quads. The
+// offsets count quads.
+fn quad_step(acc: ptr<function, Acc>, a_off: LhsOffsets, b_off: array<u32, COLS>, q: u32) {
+    let a = lhs_quads(a_off, q);
     var b: array<vec4<f32>, COLS>;
     for (var j = 0u; j < COLS; j++) {
         b[j] = quad_values(rhs[b_off[j] + q]);
@@ -111,6 +119,28 @@ fn quad_step(acc: ptr<function, Acc>, a_off: LhsOffsets, b_off: array<u32, COLS>
         }
     }
 }
+#else
+// Four k steps (quad q of K) of the (K, N) layout: this lane's four columns are one quad
+// of each of the four rhs rows (b_off: the lane's quad in row 0; row_quads: quads per
+// row).
+fn quad_step_cols(acc: ptr<function, Acc>, a_off: LhsOffsets, b_off: u32, row_quads: u32, q: u32) {
+    let a = lhs_quads(a_off, q);
+    let b = b_off + 4u * q * row_quads;
+    let b0 = quad_values(rhs[b]);
+    let b1 = quad_values(rhs[b + row_quads]);
+    let b2 = quad_values(rhs[b + 2u * row_quads]);
+    let b3 = quad_values(rhs[b + 3u * row_quads]);
+    for (var i = 0u; i < ROWS; i++) {
+        for (var j = 0u; j < COLS; j++) {
+            var c = (*acc)[i][j];
+            c = fma(a[i].x, b0[j], c);
+            c = fma(a[i].y, b1[j], c);
+            c = fma(a[i].z, b2[j], c);
+            (*acc)[i][j] = fma(a[i].w, b3[j], c);
+        }
+    }
+}
+#endif
 #else
 // The ROWS lhs values of one k step (a_k = k times the k step).
 fn lhs_values(a_off: LhsOffsets, a_k: u32) -> array<f32, ROWS> {
@@ -148,6 +178,19 @@ fn k_step(acc: ptr<function, Acc>, a_off: LhsOffsets, b_off: array<u32, COLS>, a
 }
 
 #endif
+
+// The output column of this lane's accumulator column j.
+fn lane_col(col0: u32, lane: u32, j: u32) -> u32 {
+#if QUADS
+#if TRANS_B
+    return col0 + lane + LANES * j;
+#else
+    return col0 + 4u * lane + j;
+#endif
+#else
+    return col0 + lane + LANES * j;
+#endif
+}
 
 @compute @workgroup_size(8)
 fn matmul_cpu(
@@ -206,6 +249,7 @@ fn matmul_cpu(
         a_quad[i] = a_off[i] / 4u;
     }
 #endif
+#if TRANS_B
     var b_quad: array<u32, COLS>;
     for (var j = 0u; j < COLS; j++) {
         b_quad[j] = b_off[j] / 4u;
@@ -213,6 +257,13 @@ fn matmul_cpu(
     for (var q = 0u; q < quads; q++) {
         quad_step(&acc, a_quad, b_quad, q);
     }
+#else
+    // This lane's column quad (the last one past the end, N a multiple of 4).
+    let b_quad = (b_base + min(col0 + 4u * lane, params.n - 4u)) / 4u;
+    for (var q = 0u; q < quads; q++) {
+        quad_step_cols(&acc, a_quad, b_quad, params.ldb / 4u, q);
+    }
+#endif
 #else
     let k_main = params.k - params.k % K_UNROLL;
     var k = 0u;
@@ -238,7 +289,7 @@ fn matmul_cpu(
             break;
         }
         for (var j = 0u; j < COLS; j++) {
-            let col = col0 + lane + LANES * j;
+            let col = lane_col(col0, lane, j);
             if col < params.n {
                 var v = params.alpha * acc[i][j];
                 if params.bias_mode == 1u {

@@ -117,11 +117,12 @@ fn key(
     })
 }
 
-/// Whether `matmul_cpu` loads four K values at a time (its `QUADS` variant): only for
-/// the Linear layout (lhs (M, K), rhs (N, K)) with K a multiple of 4, so that every
-/// row, and with it every batch item, starts on a quad.
-fn matmul_cpu_quads(opts: MatmulOptions, k: usize) -> bool {
-    !opts.trans_a && opts.trans_b && k.is_multiple_of(4)
+/// Whether `matmul_cpu` loads four values at a time (its `QUADS` variant): lhs (M, K)
+/// with K a multiple of 4, and either the Linear layout (rhs (N, K)) or rhs (K, N) with
+/// N a multiple of 4, so that every row, and with it every batch item, starts on a
+/// quad.
+fn matmul_cpu_quads(opts: MatmulOptions, k: usize, n: usize) -> bool {
+    !opts.trans_a && k.is_multiple_of(4) && (opts.trans_b || n.is_multiple_of(4))
 }
 
 /// Whether `conv2d_cpu` gives each lane four neighbouring pixels and loads the input and
@@ -647,7 +648,7 @@ impl Batch {
                         ("TRANS_A", opts.trans_a as u32),
                         ("TRANS_B", opts.trans_b as u32),
                         ("SUBGROUP", (cpu == MatmulKernel::CpuSubgroup) as u32),
-                        ("QUADS", matmul_cpu_quads(opts, k) as u32),
+                        ("QUADS", matmul_cpu_quads(opts, k, n) as u32),
                     ],
                     "matmul_cpu",
                 )?,

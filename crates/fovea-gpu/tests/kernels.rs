@@ -159,6 +159,10 @@ fn matmul_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             (2, 9, 23, 4, false, true, true, true),
             (3, 19, 21, 36, false, true, false, true),
             (1, 33, 17, 6, false, true, false, false),
+            // rhs (K, N) with K and N multiples of 4: software adapters give each lane
+            // four neighbouring columns (one quad per k), the last workgroup part-filled.
+            (2, 9, 36, 12, false, false, true, false),
+            (2, 10, 44, 20, false, false, false, true),
         ];
         for (batch, m, n, k, ta, tb, bias, bb) in cases {
             expect_pass(

@@ -151,8 +151,9 @@ pub const MATMUL: Kernel = Kernel {
 /// `SUBGROUP=1` shares lhs values with `subgroupBroadcast` (needs subgroups of exactly
 /// 8 invocations), `SUBGROUP=0` loads them workgroup-uniformly (any adapter; chosen
 /// by none by default, see `MatmulKernel::CpuUniform`).
-/// `QUADS=1` (Linear layout only: `TRANS_A=0`, `TRANS_B=1`, K a multiple of 4) loads
-/// four consecutive K values of each operand per load.
+/// `QUADS=1` (`TRANS_A=0`; K a multiple of 4) loads four consecutive values per load:
+/// along K for both operands in the Linear layout (`TRANS_B=1`), along N for the rhs
+/// with `TRANS_B=0` (N a multiple of 4, four neighbouring columns per lane).
 pub const MATMUL_CPU: Kernel = Kernel {
     name: "matmul_cpu",
     source: kernel_source!("matmul_cpu"),
@@ -215,6 +216,18 @@ pub const MATMUL_CPU: Kernel = Kernel {
         &[
             ("TRANS_A", 0),
             ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 0),
+            ("SUBGROUP", 0),
+            ("QUADS", 1),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 0),
             ("SUBGROUP", 1),
             ("QUADS", 1),
         ],
