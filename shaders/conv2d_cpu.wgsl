@@ -160,51 +160,9 @@ fn lane_taps3(w_k: u32) -> array<f32, 9> {
 }
 #endif
 
-// The weights of tap `t` (its index among the weights; `i` among the channel's taps):
-// from the lane's preloaded taps with 8-lane subgroups, else loaded.
-fn row_tap(t: u32, lane_w: array<f32, 9>, i: u32) -> array<f32, ROWS> {
-#if SUBGROUP
-    if KSIZE == 3u {
-        return broadcast_rows(lane_w[i]);
-    }
-#endif
-    return tap_weights(t);
-}
-
-// One input row (ky) of one input channel (its words start at in_base; its weights at
-// w_k, this lane's in lane_w): the words left of, at and right of the pixels' own
-// columns give the six input columns ox - 1 .. ox + 4 that the KSIZE taps read for the
-// four pixels.
-fn pair_row(acc: ptr<function, Acc>, in_base: u32, w_k: u32, ky: u32, lane_w: array<f32, 9>) {
-    let words = params.w_in / 2u;
-    let iy = pix_y[0] + i32(ky);
-    let row_ok = u32(iy) < params.h_in;
-    let row = in_base + u32(clamp(iy, 0, i32(params.h_in) - 1)) * words;
-    let xm = pix_x[0];
-    let w0 = pair_values(input[row + u32(xm)]);
-    let w1 = pair_values(input[row + u32(xm + 1)]);
-    let c0 = select(0.0, w0.x, row_ok);
-    let c1 = select(0.0, w0.y, row_ok);
-    let c2 = select(0.0, w1.x, row_ok);
-    let c3 = select(0.0, w1.y, row_ok);
-    if KSIZE == 1u {
-        tap_fma(acc, tap_weights(w_k), array(c0, c1, c2, c3));
-    } else {
-        let left = pair_values(input[row + u32(max(xm - 1, 0))]);
-        let right = pair_values(input[row + u32(min(xm + 2, i32(words) - 1))]);
-        let l = select(0.0, left.y, row_ok && xm > 0);
-        let r = select(0.0, right.x, row_ok && xm + 2 < i32(words));
-        let t = w_k + ky * KSIZE;
-        let i = ky * KSIZE;
-        tap_fma(acc, row_tap(t, lane_w, i), array(l, c0, c1, c2));
-        tap_fma(acc, row_tap(t + 1u, lane_w, i + 1u), array(c0, c1, c2, c3));
-        tap_fma(acc, row_tap(t + 2u, lane_w, i + 2u), array(c1, c2, c3, r));
-    }
-}
-
-#if SUBGROUP
-// The six input columns ox - 1 .. ox + 4 of input row ky (zero in the padding) that a
-// 3x3 kernel's taps read for this lane's four pixels.
+// The six input columns ox - 1 .. ox + 4 of input row ky of one input channel (its
+// words start at in_base; zero in the padding) that a 3x3 kernel's taps read for this
+// lane's four pixels: the words left of, at and right of the pixels' own columns.
 fn row_columns(in_base: u32, ky: u32) -> array<f32, 6> {
     let words = params.w_in / 2u;
     let iy = pix_y[0] + i32(ky);
@@ -225,6 +183,31 @@ fn row_columns(in_base: u32, ky: u32) -> array<f32, 6> {
     );
 }
 
+// The four pixels' values of one input channel of a 1x1 kernel (its words start at
+// in_base; zero in rows of padding).
+fn pixel_values(in_base: u32) -> vec4<f32> {
+    let iy = pix_y[0];
+    let row = in_base + u32(clamp(iy, 0, i32(params.h_in) - 1)) * (params.w_in / 2u) + u32(pix_x[0]);
+    let v = vec4<f32>(pair_values(input[row]), pair_values(input[row + 1u]));
+    return select(vec4<f32>(0.0), v, u32(iy) < params.h_in);
+}
+
+// One input row (ky) of one input channel (its words start at in_base; its weights at
+// w_k), tap by tap: without 8-lane subgroups, and for a 1x1 kernel's last channels.
+fn pair_row(acc: ptr<function, Acc>, in_base: u32, w_k: u32, ky: u32) {
+    if KSIZE == 1u {
+        let c = pixel_values(in_base);
+        tap_fma(acc, tap_weights(w_k), array(c.x, c.y, c.z, c.w));
+    } else {
+        let c = row_columns(in_base, ky);
+        let t = w_k + ky * KSIZE;
+        tap_fma(acc, tap_weights(t), array(c[0], c[1], c[2], c[3]));
+        tap_fma(acc, tap_weights(t + 1u), array(c[1], c[2], c[3], c[4]));
+        tap_fma(acc, tap_weights(t + 2u), array(c[2], c[3], c[4], c[5]));
+    }
+}
+
+#if SUBGROUP
 // One output channel's four accumulators after one input channel of a 3x3 kernel: its
 // taps `w` (in order) times the three rows' columns, each accumulator taking the nine
 // taps in the order the row-by-row path adds them.
@@ -269,12 +252,6 @@ fn channel_step3(acc: ptr<function, Acc>, in_base: u32, w_k: u32) {
         (*acc)[i] = channel_taps((*acc)[i], shuffle_taps(lane_w, i), r0, r1, r2);
     }
 }
-// The four pixels' values of one input channel of a 1x1 kernel (its words start at
-// in_base).
-fn pixel_values(in_base: u32) -> vec4<f32> {
-    let row = in_base + u32(pix_y[0]) * (params.w_in / 2u) + u32(pix_x[0]);
-    return vec4<f32>(pair_values(input[row]), pair_values(input[row + 1u]));
-}
 
 // Four input channels of a 1x1 kernel (inputs from x_c on, a plane apart; weights from
 // w_c on), output channel by output channel as channel_step3: each accumulator takes
@@ -307,11 +284,10 @@ fn channel_step(acc: ptr<function, Acc>, in_base: u32, w_k: u32) {
         return;
     }
 #endif
-    var lane_w: array<f32, 9>;
-    pair_row(acc, in_base, w_k, 0u, lane_w);
+    pair_row(acc, in_base, w_k, 0u);
     if KSIZE == 3u {
-        pair_row(acc, in_base, w_k, 1u, lane_w);
-        pair_row(acc, in_base, w_k, 2u, lane_w);
+        pair_row(acc, in_base, w_k, 1u);
+        pair_row(acc, in_base, w_k, 2u);
     }
 }
 #else

@@ -227,6 +227,13 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             c.seed,
             block_on(c.conv2d_padded(1, 4, 5, 8, 8, 3, 1, [0, 2, 1, 1], true, dt)),
         );
+        // A 1x1 conv padded above and below only (width kept, a multiple of 4): the
+        // four-pixel path meets whole rows of zeros, four channels at a time and in the
+        // channel tail.
+        expect_pass(
+            c.seed,
+            block_on(c.conv2d_padded(1, 9, 3, 8, 8, 1, 1, [1, 2, 0, 0], true, dt)),
+        );
     }
 }
 
