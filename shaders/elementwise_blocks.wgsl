@@ -35,7 +35,7 @@ struct Params {
 
 // Blocks per invocation: 16 f16 or 8 f32 elements, spreading llvmpipe's cost per
 // workgroup and per resumed subgroup as elementwise.wgsl's RUN does; the host's
-// ELEMENTWISE_RUN_BLOCKS matches it.
+// RUN_BLOCKS matches it.
 const RUN_BLOCKS: u32 = 2u;
 // Quads per block that carry elements (block_quads gives two; f32 fills one).
 const QUADS: u32 = BLOCK_ELEMS / 4u;

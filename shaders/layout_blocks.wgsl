@@ -24,7 +24,7 @@ struct Params {
 // dst: upsample (B*C, 2H, 2W); copy (B, C_dst, H*W); in blocks
 @group(0) @binding(2) var<storage, read_write> dst: array<Block>;
 
-// Blocks per invocation (the host's LAYOUT_RUN_BLOCKS).
+// Blocks per invocation (the host's RUN_BLOCKS).
 const RUN_BLOCKS: u32 = 2u;
 
 // Copies src into dst's channels [offset, offset + C_src): two calls make a concat.

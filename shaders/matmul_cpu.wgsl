@@ -181,15 +181,10 @@ fn k_step(acc: ptr<function, Acc>, a_off: LhsOffsets, b_off: array<u32, COLS>, a
 
 // The output column of this lane's accumulator column j.
 fn lane_col(col0: u32, lane: u32, j: u32) -> u32 {
-#if QUADS
-#if TRANS_B
+    if QUADS == 1u && TRANS_B == 0u {
+        return col0 + 4u * lane + j;
+    }
     return col0 + lane + LANES * j;
-#else
-    return col0 + 4u * lane + j;
-#endif
-#else
-    return col0 + lane + LANES * j;
-#endif
 }
 
 @compute @workgroup_size(8)

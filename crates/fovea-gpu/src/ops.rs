@@ -303,11 +303,9 @@ fn broadcast_strides(shape: &[usize]) -> [u32; 4] {
 /// Elements per invocation of the software elementwise kernels (`RUN` in
 /// `elementwise.wgsl`).
 const ELEMENTWISE_RUN: usize = 16;
-/// Blocks per invocation of their block variants (`RUN_BLOCKS` in
-/// `elementwise_blocks.wgsl`).
-const ELEMENTWISE_RUN_BLOCKS: usize = 2;
-/// Blocks per invocation of `layout_blocks.wgsl` (its `RUN_BLOCKS`).
-const LAYOUT_RUN_BLOCKS: usize = 2;
+/// Blocks per invocation of the software block kernels (`RUN_BLOCKS` in
+/// `elementwise_blocks.wgsl` and `layout_blocks.wgsl`).
+const RUN_BLOCKS: usize = 2;
 
 /// Elements in a 16-byte block of `dtype` (`BLOCK_ELEMS` in the shader header).
 fn block_elems(dtype: fovea_shaders::Dtype) -> usize {
@@ -369,7 +367,7 @@ impl Batch {
 
     /// One elementwise dispatch over `len` outputs: `entries` = [GPU entry point (one
     /// element per invocation, 256-wide), software one (ELEMENTWISE_RUN per invocation,
-    /// 8-wide), software block one (`elementwise_blocks.wgsl`, ELEMENTWISE_RUN_BLOCKS
+    /// 8-wide), software block one (`elementwise_blocks.wgsl`, RUN_BLOCKS
     /// blocks per invocation, when `blocks`: the operands are block-aligned)], chosen by
     /// the kernel plan.
     #[allow(clippy::too_many_arguments)]
@@ -387,7 +385,7 @@ impl Batch {
             (true, true) => (
                 "elementwise_blocks",
                 entries[2],
-                8 * ELEMENTWISE_RUN_BLOCKS * block_elems(dtype),
+                8 * RUN_BLOCKS * block_elems(dtype),
             ),
             (true, false) => ("elementwise", entries[1], 8 * ELEMENTWISE_RUN),
             (false, _) => ("elementwise", entries[0], 256),
@@ -1096,7 +1094,7 @@ impl Batch {
         {
             (
                 key("layout_blocks", dtype, &[], "upsample_nearest2x_blocks")?,
-                8 * LAYOUT_RUN_BLOCKS * be,
+                8 * RUN_BLOCKS * be,
             )
         } else {
             (key("layout", dtype, &[], "upsample_nearest2x")?, 256)
@@ -1150,7 +1148,7 @@ impl Batch {
         let (pipeline, per_group) = if blocks {
             (
                 key("layout_blocks", dtype, &[], "copy_channels_blocks")?,
-                8 * LAYOUT_RUN_BLOCKS * be,
+                8 * RUN_BLOCKS * be,
             )
         } else {
             (key("layout", dtype, &[], "copy_channels")?, 256)
