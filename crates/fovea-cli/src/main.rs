@@ -14,6 +14,7 @@ mod bench;
 mod checks;
 mod eval;
 mod model_lookup;
+mod pipeline_list;
 mod prune_report;
 mod runtime_dir;
 
@@ -432,6 +433,7 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
     }
     let model = model_dir(args.model.as_ref())?;
     let gpu = pollster::block_on(Gpu::new(GpuOptions::default())).map_err(|e| e.to_string())?;
+    pipeline_list::warm(&gpu);
     let dtype = if gpu.capabilities().shader_f16 && !args.f32 {
         DType::F16
     } else {
@@ -596,6 +598,7 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
             }
         }
     }
+    pipeline_list::save(&gpu);
     Ok(())
 }
 

@@ -91,6 +91,66 @@ fn generate_writes_a_png_and_a_summary() {
 }
 
 #[test]
+fn generate_keeps_its_pipeline_list_and_the_next_run_compiles_it_ahead() {
+    let dir = std::env::temp_dir().join(format!("fovea-cli-cache-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::create_dir_all(&dir).unwrap();
+    let lists = dir.join("fovea").join("pipelines");
+    let run = |out: &std::path::Path| {
+        let (ok, text) = fovea_with(
+            &std::env::temp_dir(),
+            &[("XDG_CACHE_HOME", dir.to_str())],
+            &[
+                "generate",
+                "--model",
+                &tiny_model(),
+                "--prompt",
+                "a red apple",
+                "--steps",
+                "2",
+                "-o",
+                out.to_str().unwrap(),
+            ],
+        );
+        assert!(ok, "{text}");
+        std::fs::read(out).unwrap()
+    };
+    let list = || {
+        let files: Vec<_> = std::fs::read_dir(&lists).unwrap().collect();
+        assert_eq!(files.len(), 1, "one list per adapter");
+        let path = files.into_iter().next().unwrap().unwrap().path();
+        (path.clone(), std::fs::read_to_string(path).unwrap())
+    };
+    let first = run(&dir.join("a.png"));
+    let (path, text) = list();
+    let entries: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert!(entries.len() >= 5, "{text}");
+    for line in &entries {
+        let (ms, label) = line.split_once(' ').expect("`ms label`");
+        assert!(ms.parse::<f64>().unwrap() >= 0.0, "{line}");
+        assert!(label.contains(':') && label.contains('/'), "{line}");
+    }
+    // The second run compiles the list ahead on other threads: same picture, same list.
+    assert_eq!(run(&dir.join("b.png")), first);
+    let labels = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split_once(' ').unwrap().1.to_string())
+            .collect()
+    };
+    assert_eq!(labels(&list().1), labels(&text));
+    // A damaged list is a hint that is ignored, then replaced by a good one.
+    std::fs::write(
+        &path,
+        "garbage\n12 nokernel:f16/x\nx matmul:f32/matmul\n\u{0}\n",
+    )
+    .unwrap();
+    assert_eq!(run(&dir.join("c.png")), first);
+    assert_eq!(labels(&list().1), labels(&text));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
 fn generate_from_a_prompt_file_numbers_outputs_by_line() {
     let dir = std::env::temp_dir().join(format!("fovea-cli-list-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -1,11 +1,9 @@
 //! Adapter discovery and device setup: which features the engine uses when present,
 //! which limits it needs, and the shared [`Gpu`] handle every other part works through.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::error::{GpuError, Result};
-use crate::pipeline::PipelineKey;
 #[cfg(doc)]
 use crate::plan::{ADAPTER_CLASS_ENV, MATMUL_KERNEL_ENV};
 use crate::plan::{AdapterClass, KernelPlan, MatmulKernel, choose_class, matmul_kernel_from_env};
@@ -250,7 +248,9 @@ pub(crate) struct GpuInner {
     pub(crate) plan: KernelPlan,
     pub(crate) class_forced: bool,
     pub(crate) limits: wgpu::Limits,
-    pub(crate) pipelines: Mutex<HashMap<PipelineKey, Arc<crate::pipeline::CachedPipeline>>>,
+    pub(crate) pipelines: Mutex<crate::pipeline::Pipelines>,
+    /// Notified whenever a pipeline's compilation ends.
+    pub(crate) pipeline_done: std::sync::Condvar,
     pub(crate) pool: Arc<Mutex<BufferPool>>,
     /// Errors wgpu raised outside any error scope, drained by [`Gpu::take_error`].
     pub(crate) uncaptured: Arc<Mutex<Vec<String>>>,
@@ -397,7 +397,8 @@ impl Gpu {
                 plan,
                 class_forced,
                 limits,
-                pipelines: Mutex::new(HashMap::new()),
+                pipelines: Mutex::new(Default::default()),
+                pipeline_done: std::sync::Condvar::new(),
                 pool: Arc::new(Mutex::new(BufferPool::default())),
                 uncaptured,
                 lost,

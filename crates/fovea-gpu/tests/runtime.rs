@@ -292,6 +292,90 @@ fn pipelines_are_cached_and_labelled() {
     assert_eq!(g.cached_pipelines(), 1);
 }
 
+/// Records a few ops of different kernels and returns their outputs.
+fn a_few_ops(g: &Gpu) -> Vec<Vec<f32>> {
+    let x = g
+        .upload_f32(
+            "x",
+            &[16, 16],
+            DType::F32,
+            &(0..256).map(|i| (i % 7) as f32 - 3.0).collect::<Vec<_>>(),
+        )
+        .unwrap();
+    let mut b = g.batch();
+    let y = b.matmul(&x, &x, None, MatmulOptions::default()).unwrap();
+    let z = b.silu(&y).unwrap();
+    let w = b.softmax(&z, 0.5).unwrap();
+    b.submit().unwrap();
+    [y, z, w]
+        .iter()
+        .map(|t| block_on(g.read_f32(t)).unwrap())
+        .collect()
+}
+
+#[test]
+fn pipelines_compiled_ahead_serve_the_engine_and_keep_its_order() {
+    let first = block_on(Gpu::new(GpuOptions::default())).unwrap();
+    let expected = a_few_ops(&first);
+    let used = first.used_pipelines();
+    assert!(used.len() >= 3, "{used:?}");
+    assert!(
+        used.iter().all(|(_, ms)| ms.is_some_and(|ms| ms >= 0.0)),
+        "{used:?}"
+    );
+    let mut labels: Vec<String> = used.iter().map(|(l, _)| l.clone()).collect();
+    // What a later process asks for, costliest first, plus labels of kernels, dtypes,
+    // defines and entry points this build does not have: those are skipped.
+    labels.reverse();
+    let mut hints = labels.clone();
+    hints.extend(
+        [
+            "nokernel:f32/x",
+            "matmul:f64/matmul",
+            "matmul_cpu:f32:TRANS_A=7/matmul_cpu",
+            "matmul:f32/not_an_entry",
+            "no label at all",
+        ]
+        .map(String::from),
+    );
+    let g = block_on(Gpu::new(GpuOptions::default())).unwrap();
+    assert_eq!(g.warm_pipelines(&hints), labels.len());
+    // The ops start while the background threads compile; they wait for a pipeline
+    // being compiled there rather than compiling it again.
+    assert_eq!(a_few_ops(&g), expected);
+    assert_eq!(g.cached_pipelines(), labels.len());
+    let again: Vec<String> = g.used_pipelines().into_iter().map(|(l, _)| l).collect();
+    labels.reverse();
+    assert_eq!(again, labels, "the engine's own order, not the hint's");
+}
+
+#[test]
+fn every_pipeline_label_names_its_key() {
+    for kernel in fovea_shaders::KERNELS {
+        for set in kernel.define_sets {
+            for dtype in fovea_shaders::Dtype::ALL {
+                for &entry in kernel.entry_points {
+                    let key = fovea_gpu::PipelineKey {
+                        variant: fovea_shaders::Variant::new(kernel.name, dtype, set).unwrap(),
+                        entry,
+                    };
+                    assert_eq!(fovea_gpu::PipelineKey::from_label(&key.label()), Some(key));
+                }
+            }
+        }
+    }
+    for bad in [
+        "",
+        "/",
+        "matmul",
+        "matmul:f32",
+        "matmul:f32:/matmul",
+        "matmul:f32:X/matmul",
+    ] {
+        assert_eq!(fovea_gpu::PipelineKey::from_label(bad), None, "{bad}");
+    }
+}
+
 #[test]
 fn profiled_batches_time_each_op() {
     let g = gpu();
