@@ -22,6 +22,9 @@
 // channel's nine taps as five words. On lavapipe a lane-varying load costs the same for
 // 16 or 32 bits, and loads were about 60% of this kernel's time. (Conv row on one
 // lavapipe thread, GPU time, same hour: two pixels per lane 4.8-4.9 ms, four 3.9-4.1.)
+// PAIRS=2 (3x3, stride 2, padding 1, the input twice the output's even width, 8-lane
+// subgroups): the same for a halving convolution; a lane's four pixels read the nine
+// input columns 2x - 1 .. 2x + 7 of each row from five words.
 
 const LANES: u32 = 8u;
 const ROWS: u32 = 8u;
@@ -30,6 +33,10 @@ const TAPS: u32 = KSIZE * KSIZE;
 // Input channels per loop iteration: 4 for 1x1 (as matmul_cpu's K), 1 for 3x3 (its 9
 // taps are enough work per iteration).
 const C_UNROLL: u32 = (4u + TAPS - 1u) / TAPS;
+// PAIRS: the stride between a lane's four pixels in the input (1 or 2), and the most
+// input columns of one row that their 3x3 taps read (9 at stride 2; 6 are used at 1).
+const PAIR_STRIDE: u32 = max(PAIRS, 1u);
+const SPAN: u32 = 9u;
 
 struct Params {
     batch: u32,
@@ -160,27 +167,39 @@ fn lane_taps3(w_k: u32) -> array<f32, 9> {
 }
 #endif
 
-// The six input columns ox - 1 .. ox + 4 of input row ky of one input channel (its
-// words start at in_base; zero in the padding) that a 3x3 kernel's taps read for this
-// lane's four pixels: the words left of, at and right of the pixels' own columns.
-fn row_columns(in_base: u32, ky: u32) -> array<f32, 6> {
+// The input columns of input row ky of one input channel (its words start at
+// in_base; zero in the padding) that a 3x3 kernel's taps read for this lane's four
+// pixels: at stride 1 the six columns ox - 1 .. ox + 4, from the words left of, at and
+// right of the pixels' own columns; at stride 2 the nine columns 2ox - 1 .. 2ox + 7, from
+// the word left of them and the four words from column 2ox on (the input is twice the
+// output's width, so the last is always inside it).
+fn row_columns(in_base: u32, ky: u32) -> array<f32, SPAN> {
     let words = params.w_in / 2u;
     let iy = pix_y[0] + i32(ky);
     let row_ok = u32(iy) < params.h_in;
     let row = in_base + u32(clamp(iy, 0, i32(params.h_in) - 1)) * words;
     let xm = pix_x[0];
+    let left = pair_values(input[row + u32(max(xm - 1, 0))]);
     let w0 = pair_values(input[row + u32(xm)]);
     let w1 = pair_values(input[row + u32(xm + 1)]);
-    let left = pair_values(input[row + u32(max(xm - 1, 0))]);
-    let right = pair_values(input[row + u32(min(xm + 2, i32(words) - 1))]);
-    return array(
-        select(0.0, left.y, row_ok && xm > 0),
-        select(0.0, w0.x, row_ok),
-        select(0.0, w0.y, row_ok),
-        select(0.0, w1.x, row_ok),
-        select(0.0, w1.y, row_ok),
-        select(0.0, right.x, row_ok && xm + 2 < i32(words)),
-    );
+    var c: array<f32, SPAN>;
+    c[0] = select(0.0, left.y, row_ok && xm > 0);
+    c[1] = select(0.0, w0.x, row_ok);
+    c[2] = select(0.0, w0.y, row_ok);
+    c[3] = select(0.0, w1.x, row_ok);
+    c[4] = select(0.0, w1.y, row_ok);
+    if PAIR_STRIDE == 1u {
+        let right = pair_values(input[row + u32(min(xm + 2, i32(words) - 1))]);
+        c[5] = select(0.0, right.x, row_ok && xm + 2 < i32(words));
+    } else {
+        let w2 = pair_values(input[row + u32(xm + 2)]);
+        let w3 = pair_values(input[row + u32(xm + 3)]);
+        c[5] = select(0.0, w2.x, row_ok);
+        c[6] = select(0.0, w2.y, row_ok);
+        c[7] = select(0.0, w3.x, row_ok);
+        c[8] = select(0.0, w3.y, row_ok);
+    }
+    return c;
 }
 
 // The four pixels' values of one input channel of a 1x1 kernel (its words start at
@@ -211,20 +230,21 @@ fn pair_row(acc: ptr<function, Acc>, in_base: u32, w_k: u32, ky: u32) {
 // One output channel's four accumulators after one input channel of a 3x3 kernel: its
 // taps `w` (in order) times the three rows' columns, each accumulator taking the nine
 // taps in the order the row-by-row path adds them.
-fn channel_taps(a: array<f32, COLS>, w: array<f32, 9>, r0: array<f32, 6>, r1: array<f32, 6>,
-                r2: array<f32, 6>) -> array<f32, COLS> {
+fn channel_taps(a: array<f32, COLS>, w: array<f32, 9>, r0: array<f32, SPAN>,
+                r1: array<f32, SPAN>, r2: array<f32, SPAN>) -> array<f32, COLS> {
     var out = a;
     for (var j = 0u; j < COLS; j++) {
+        let x = j * PAIR_STRIDE;
         var c = out[j];
-        c = fma(w[0], r0[j], c);
-        c = fma(w[1], r0[j + 1u], c);
-        c = fma(w[2], r0[j + 2u], c);
-        c = fma(w[3], r1[j], c);
-        c = fma(w[4], r1[j + 1u], c);
-        c = fma(w[5], r1[j + 2u], c);
-        c = fma(w[6], r2[j], c);
-        c = fma(w[7], r2[j + 1u], c);
-        out[j] = fma(w[8], r2[j + 2u], c);
+        c = fma(w[0], r0[x], c);
+        c = fma(w[1], r0[x + 1u], c);
+        c = fma(w[2], r0[x + 2u], c);
+        c = fma(w[3], r1[x], c);
+        c = fma(w[4], r1[x + 1u], c);
+        c = fma(w[5], r1[x + 2u], c);
+        c = fma(w[6], r2[x], c);
+        c = fma(w[7], r2[x + 1u], c);
+        out[j] = fma(w[8], r2[x + 2u], c);
     }
     return out;
 }
@@ -349,11 +369,11 @@ fn conv2d_cpu(
     let k_total = params.c_in * TAPS;
 
 #if PAIRS
-    // The four pixels lie in one row (width a multiple of 4); the host guarantees
-    // stride 1.
+    // The four pixels lie in one row (width a multiple of 4); the host guarantees the
+    // stride is PAIR_STRIDE. pix_x[0]: the word holding the first pixel's centre column.
     let pix = min(lane_pixel(pix0, lane, 0u), hw_out - 4u);
-    pix_y[0] = i32(pix / params.w_out) - i32(params.pad_top);
-    pix_x[0] = i32(pix % params.w_out) / 2;
+    pix_y[0] = i32(pix / params.w_out * PAIR_STRIDE) - i32(params.pad_top);
+    pix_x[0] = i32(pix % params.w_out * PAIR_STRIDE) / 2;
     // Channel planes and batch items in words.
     let plane = hw_in / 2u;
 #else

@@ -87,7 +87,7 @@ struct Timing {
     /// GPU time of the pruning decision: head mask and compaction (profiled run).
     #[serde(skip_serializing_if = "Option::is_none")]
     decision_ms: Option<f64>,
-    /// The kernels with the most GPU time in the profiled run: (label, ms, calls).
+    /// The 16 kernels with the most GPU time in the profiled run: (label, ms, calls).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     top_kernels: Vec<(String, f64, usize)>,
 }
@@ -212,7 +212,7 @@ where
             }
             let mut top: Vec<_> = by.into_iter().map(|(k, (ms, n))| (k, ms, n)).collect();
             top.sort_by(|a, b| b.1.total_cmp(&a.1));
-            top.truncate(8);
+            top.truncate(16);
             t.top_kernels = top;
         }
     }

@@ -126,17 +126,29 @@ fn matmul_cpu_quads(opts: MatmulOptions, k: usize, n: usize) -> bool {
 }
 
 /// Whether `conv2d_cpu` gives each lane four neighbouring pixels and loads the input and
-/// weights two elements at a time (its `PAIRS` variant): stride 1, a width that is a
-/// multiple of 4 kept by the convolution (so a lane's pixels share a row and every row
-/// starts on a pair), the left padding of a centred kernel, and an even number of
-/// weights (so the last one's word lies inside the tensor).
-fn conv2d_cpu_pairs(p: &ConvParams) -> bool {
+/// weights two elements at a time (its `PAIRS` variant), and for which stride: 1 for
+/// stride 1 (a width that is a multiple of 4 kept by the convolution, so a lane's pixels
+/// share a row and every row starts on a pair, and the left padding of a centred
+/// kernel), 2 for a 3x3 kernel at stride 2 with padding 1 that halves the width (an
+/// output width that is a multiple of 4; with 8-lane subgroups only), 0 otherwise. Both
+/// need an even number of weights (so the last one's word lies inside the tensor).
+fn conv2d_cpu_pairs(p: &ConvParams, subgroup: bool) -> u32 {
     let weights = p.c_out * p.c_in * p.kernel_h * p.kernel_w;
-    p.stride == 1
+    if !weights.is_multiple_of(2) {
+        return 0;
+    }
+    if p.stride == 1
         && p.w_in.is_multiple_of(4)
         && p.w_out == p.w_in
         && p.pad_left == p.kernel_w / 2
-        && weights.is_multiple_of(2)
+    {
+        return 1;
+    }
+    let halving_3x3 = p.stride == 2 && p.kernel_w == 3 && p.pad_left == 1 && p.pad_top == 1;
+    if subgroup && halving_3x3 && p.w_out.is_multiple_of(4) && p.w_in == 2 * p.w_out {
+        return 2;
+    }
+    0
 }
 
 fn u32_dim(op: &'static str, what: &str, v: usize) -> Result<u32> {
@@ -843,7 +855,10 @@ impl Batch {
                     &[
                         ("KSIZE", ws[2] as u32),
                         ("SUBGROUP", (cpu == MatmulKernel::CpuSubgroup) as u32),
-                        ("PAIRS", conv2d_cpu_pairs(&params) as u32),
+                        (
+                            "PAIRS",
+                            conv2d_cpu_pairs(&params, cpu == MatmulKernel::CpuSubgroup),
+                        ),
                     ],
                     "conv2d_cpu",
                 )?,

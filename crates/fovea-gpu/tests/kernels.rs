@@ -208,6 +208,15 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker, plan: MatmulKernel) {
             // Stride 2 over rows of three 8-pixel blocks, the last part-filled (the
             // blocked kernel's 17 input columns per row).
             (1, 6, 9, 37, 10, 3, 2, 1, true),
+            // Halving 3x3 convs (stride 2, padding 1, even input widths, output widths a
+            // multiple of 4): each lane owns four neighbouring pixels and reads nine
+            // input columns per row from five words (8-lane subgroups), here with an
+            // odd height (a padded bottom row), a part-filled last workgroup and
+            // output-channel tile, and batch 2; then an odd number of weights, which
+            // keeps one-element loads.
+            (1, 8, 16, 16, 8, 3, 2, 1, true),
+            (2, 5, 9, 24, 10, 3, 2, 1, false),
+            (1, 3, 8, 8, 3, 3, 2, 1, true),
         ];
         for (n, ci, h, w, co, k, s, p, b) in cases {
             expect_pass(c.seed, block_on(c.conv2d(n, ci, h, w, co, k, s, p, b, dt)));

@@ -264,6 +264,7 @@ pub const CONV2D_CPU: Kernel = Kernel {
         &[("KSIZE", 3), ("SUBGROUP", 0), ("PAIRS", 1)],
         &[("KSIZE", 1), ("SUBGROUP", 1), ("PAIRS", 1)],
         &[("KSIZE", 3), ("SUBGROUP", 1), ("PAIRS", 1)],
+        &[("KSIZE", 3), ("SUBGROUP", 1), ("PAIRS", 2)],
     ],
 };
 
