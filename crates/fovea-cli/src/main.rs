@@ -433,12 +433,23 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
     }
     let model = model_dir(args.model.as_ref())?;
     let gpu = pollster::block_on(Gpu::new(GpuOptions::default())).map_err(|e| e.to_string())?;
-    pipeline_list::warm(&gpu);
     let dtype = if gpu.capabilities().shader_f16 && !args.f32 {
         DType::F16
     } else {
         DType::F32
     };
+    // What decides the kernels a run needs besides the adapter: the model's folders and
+    // the dtype.
+    let setup = format!(
+        "{}|{:?}|{dtype}",
+        std::fs::canonicalize(&model)
+            .unwrap_or_else(|_| model.clone())
+            .display(),
+        args.taesd
+            .as_ref()
+            .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())),
+    );
+    pipeline_list::warm(&gpu, &setup);
     eprintln!(
         "adapter: {} ({:?}), {dtype}",
         gpu.adapter_info().name,
@@ -598,7 +609,7 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
             }
         }
     }
-    pipeline_list::save(&gpu);
+    pipeline_list::save(&gpu, &setup);
     Ok(())
 }
 

@@ -3,8 +3,9 @@
 //! start (see `Gpu::warm_pipelines`) instead of one at a time as the ops first need
 //! them. On lavapipe that compilation is most of a process's fixed cost.
 //!
-//! The file is a hint: `$XDG_CACHE_HOME/fovea/pipelines/<adapter>.txt` (or
-//! `~/.cache/...`), one line per pipeline: the milliseconds its creation took, then its
+//! The file is a hint: `$XDG_CACHE_HOME/fovea/pipelines/<hash>.txt` (or `~/.cache/...`),
+//! one per adapter, driver, fovea version and run setup (model folder, dtype: what
+//! decides the kernels), one line per pipeline: the milliseconds its creation took, then its
 //! label. The next process starts the costliest first: lavapipe's creation times range
 //! from 1 ms to 240 ms here, and a long one started last would be the wait.
 //! A missing, unreadable or stale file (labels this build does not know) only means less
@@ -15,9 +16,9 @@ use std::path::PathBuf;
 
 use fovea_gpu::Gpu;
 
-/// The list's path for this adapter, driver and fovea version, or `None` without a
-/// cache directory.
-fn path(gpu: &Gpu) -> Option<PathBuf> {
+/// The list's path for this adapter, driver, fovea version and `setup`, or `None`
+/// without a cache directory.
+fn path(gpu: &Gpu, setup: &str) -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())
@@ -34,6 +35,7 @@ fn path(gpu: &Gpu) -> Option<PathBuf> {
         &info.driver,
         &info.driver_info,
         env!("CARGO_PKG_VERSION"),
+        setup,
     )
         .hash(&mut h);
     Some(
@@ -43,10 +45,10 @@ fn path(gpu: &Gpu) -> Option<PathBuf> {
     )
 }
 
-/// Starts compiling the pipelines the last run on this adapter used; returns how many
-/// were queued.
-pub fn warm(gpu: &Gpu) -> usize {
-    let Some(path) = path(gpu) else {
+/// Starts compiling the pipelines the last run with this `setup` on this adapter used;
+/// returns how many were queued.
+pub fn warm(gpu: &Gpu, setup: &str) -> usize {
+    let Some(path) = path(gpu, setup) else {
         return 0;
     };
     let Ok(text) = std::fs::read_to_string(&path) else {
@@ -70,8 +72,8 @@ pub fn warm(gpu: &Gpu) -> usize {
 
 /// Records the pipelines this run used for the next one (written whole, then renamed
 /// into place, so a concurrent reader never sees half a list).
-pub fn save(gpu: &Gpu) {
-    let Some(path) = path(gpu) else {
+pub fn save(gpu: &Gpu, setup: &str) {
+    let Some(path) = path(gpu, setup) else {
         return;
     };
     let used = gpu.used_pipelines();
