@@ -4,14 +4,17 @@
 //
 // There an invocation is one SIMD lane and a workgroup runs on one CPU thread. This
 // kernel uses no workgroup memory and no barriers: a workgroup is one subgroup of
-// LANES = 8 invocations that owns 8 consecutive queries of one head (one per lane, its
-// scaled q row and output accumulator in registers) and walks the keys in blocks of
-// KEY_BLOCK = 8. Lane i loads key row i of the block (a lane-varying load: one scalar
-// load per lane) and subgroupBroadcast hands each loaded vec4 to all 8 lanes, so a
-// loaded value feeds 8 queries; the value rows likewise. (Loads at workgroup-uniform
-// addresses inside the key loop were measured no faster than the tiled kernel: llvmpipe
-// still issues them per lane there.) Per key a lane does 2 * HEAD_DIM FMAs and one exp;
-// the block's running-max rescale costs one more exp per block.
+// LANES = 8 invocations that owns QUERIES = 16 consecutive queries of one head, two per
+// lane (queries i and i + 8: their scaled q rows and output accumulators in registers),
+// and walks the keys in blocks of KEY_BLOCK = 8. Lane i loads key row i of the block (a
+// lane-varying load: one scalar load per lane) and subgroupBroadcast hands each loaded
+// vec4 to all 8 lanes, so a loaded value feeds 16 queries; the value rows likewise.
+// (One query per lane fed 8: on one lavapipe thread the default UNet's 16-wide
+// self-attentions took 93-100 ms per guided step that way, 66 ms with two, as lavapipe
+// spends most of this kernel on those loads. Loads at workgroup-uniform addresses inside
+// the key loop were measured no faster than the tiled kernel: llvmpipe still issues them
+// per lane there.) Per key a lane does 4 * HEAD_DIM FMAs and two exps; each query's
+// running-max rescale costs one more exp per block.
 //
 // HEAD_DIM is fixed at pipeline creation (a multiple of 4) so that the loops over it
 // have constant trip counts (llvmpipe unrolls loops of <= 32 iterations and keeps the
@@ -25,11 +28,13 @@
 // read as four-element words (`Quad`), a quarter of the loads; on lavapipe a
 // lane-varying load is a loop over the lanes whose cost grows far less than its width.
 //
-// Entropy: lane i writes its query's normalised entropy and its square to
+// Entropy: each lane writes its queries' normalised entropy and its square to
 // entropy_partial[slot][query] (one entry per query, no reduction here);
 // entropy_reduce in attention_heads.wgsl sums them.
 
 const LANES: u32 = 8u;
+// Queries per workgroup: two per lane (attention.rs's CPU_QUERY_TILE).
+const QUERIES: u32 = 2u * LANES;
 const KEY_BLOCK: u32 = 8u;
 const D4: u32 = HEAD_DIM / 4u;
 const MASKED: f32 = -3.0e38;
@@ -97,47 +102,127 @@ fn v_quad(c: u32) -> vec4<f32> {
 #endif
 }
 
-// The 8 scores of a key block: lane i loads key row i's values (row_mine is where its
-// row starts) and subgroupBroadcast hands them to every lane. Returns keys 0-3 and 4-7.
-fn block_scores(q_row: ptr<function, Row>, row_mine: u32) -> array<vec4<f32>, 2> {
-    var lo = vec4<f32>(0.0);
-    var hi = vec4<f32>(0.0);
+// The 8 scores of a key block for both of this lane's queries (a, b): lane i loads key
+// row i's values (row_mine is where its row starts) and subgroupBroadcast hands them to
+// every lane. Returns keys 0-3 and 4-7 of query a, then of query b.
+fn block_scores(qa: ptr<function, Row>, qb: ptr<function, Row>, row_mine: u32) -> array<vec4<f32>, 4> {
+    var r: array<vec4<f32>, 4>;
     for (var c4 = 0u; c4 < D4; c4++) {
-        let c = row_mine + c4 * 4u;
-        let kr = k_quad(c);
-        let qv = (*q_row)[c4];
-        lo += vec4<f32>(
-            dot(qv, subgroupBroadcast(kr, 0u)),
-            dot(qv, subgroupBroadcast(kr, 1u)),
-            dot(qv, subgroupBroadcast(kr, 2u)),
-            dot(qv, subgroupBroadcast(kr, 3u)),
-        );
-        hi += vec4<f32>(
-            dot(qv, subgroupBroadcast(kr, 4u)),
-            dot(qv, subgroupBroadcast(kr, 5u)),
-            dot(qv, subgroupBroadcast(kr, 6u)),
-            dot(qv, subgroupBroadcast(kr, 7u)),
-        );
+        let kr = k_quad(row_mine + c4 * 4u);
+        let k0 = subgroupBroadcast(kr, 0u);
+        let k1 = subgroupBroadcast(kr, 1u);
+        let k2 = subgroupBroadcast(kr, 2u);
+        let k3 = subgroupBroadcast(kr, 3u);
+        let k4 = subgroupBroadcast(kr, 4u);
+        let k5 = subgroupBroadcast(kr, 5u);
+        let k6 = subgroupBroadcast(kr, 6u);
+        let k7 = subgroupBroadcast(kr, 7u);
+        let a = (*qa)[c4];
+        let b = (*qb)[c4];
+        r[0] += vec4<f32>(dot(a, k0), dot(a, k1), dot(a, k2), dot(a, k3));
+        r[1] += vec4<f32>(dot(a, k4), dot(a, k5), dot(a, k6), dot(a, k7));
+        r[2] += vec4<f32>(dot(b, k0), dot(b, k1), dot(b, k2), dot(b, k3));
+        r[3] += vec4<f32>(dot(b, k4), dot(b, k5), dot(b, k6), dot(b, k7));
     }
-    return array<vec4<f32>, 2>(lo, hi);
+    return r;
 }
 
-// acc += the block's probabilities times its value rows, shared as in block_scores.
-fn block_accumulate(acc: ptr<function, Row>, p_lo: vec4<f32>, p_hi: vec4<f32>, row_mine: u32) {
+// acc_a, acc_b += the block's probabilities (as block_scores returns them) times its
+// value rows, shared as in block_scores.
+fn block_accumulate(acc_a: ptr<function, Row>, acc_b: ptr<function, Row>, p: array<vec4<f32>, 4>, row_mine: u32) {
     for (var c4 = 0u; c4 < D4; c4++) {
-        let c = row_mine + c4 * 4u;
-        let vr = v_quad(c);
-        var a = (*acc)[c4];
-        a = fma(vec4<f32>(p_lo.x), subgroupBroadcast(vr, 0u), a);
-        a = fma(vec4<f32>(p_lo.y), subgroupBroadcast(vr, 1u), a);
-        a = fma(vec4<f32>(p_lo.z), subgroupBroadcast(vr, 2u), a);
-        a = fma(vec4<f32>(p_lo.w), subgroupBroadcast(vr, 3u), a);
-        a = fma(vec4<f32>(p_hi.x), subgroupBroadcast(vr, 4u), a);
-        a = fma(vec4<f32>(p_hi.y), subgroupBroadcast(vr, 5u), a);
-        a = fma(vec4<f32>(p_hi.z), subgroupBroadcast(vr, 6u), a);
-        a = fma(vec4<f32>(p_hi.w), subgroupBroadcast(vr, 7u), a);
-        (*acc)[c4] = a;
+        let vr = v_quad(row_mine + c4 * 4u);
+        let v0 = subgroupBroadcast(vr, 0u);
+        let v1 = subgroupBroadcast(vr, 1u);
+        let v2 = subgroupBroadcast(vr, 2u);
+        let v3 = subgroupBroadcast(vr, 3u);
+        let v4 = subgroupBroadcast(vr, 4u);
+        let v5 = subgroupBroadcast(vr, 5u);
+        let v6 = subgroupBroadcast(vr, 6u);
+        let v7 = subgroupBroadcast(vr, 7u);
+        var a = (*acc_a)[c4];
+        a = fma(vec4<f32>(p[0].x), v0, a);
+        a = fma(vec4<f32>(p[0].y), v1, a);
+        a = fma(vec4<f32>(p[0].z), v2, a);
+        a = fma(vec4<f32>(p[0].w), v3, a);
+        a = fma(vec4<f32>(p[1].x), v4, a);
+        a = fma(vec4<f32>(p[1].y), v5, a);
+        a = fma(vec4<f32>(p[1].z), v6, a);
+        a = fma(vec4<f32>(p[1].w), v7, a);
+        (*acc_a)[c4] = a;
+        var b = (*acc_b)[c4];
+        b = fma(vec4<f32>(p[2].x), v0, b);
+        b = fma(vec4<f32>(p[2].y), v1, b);
+        b = fma(vec4<f32>(p[2].z), v2, b);
+        b = fma(vec4<f32>(p[2].w), v3, b);
+        b = fma(vec4<f32>(p[3].x), v4, b);
+        b = fma(vec4<f32>(p[3].y), v5, b);
+        b = fma(vec4<f32>(p[3].z), v6, b);
+        b = fma(vec4<f32>(p[3].w), v7, b);
+        (*acc_b)[c4] = b;
     }
+}
+
+// One query's running softmax state: the largest score so far, the sum of exp(s - m)
+// and of s * exp(s - m) (for the entropy).
+struct Run {
+    m: f32,
+    l: f32,
+    t: f32,
+}
+
+// Folds a block's scores (keys 0-3, 4-7; live_lo/hi: which attend) into one query's
+// state; returns the probabilities and leaves acc rescaled.
+fn fold_block(run: ptr<function, Run>, acc: ptr<function, Row>, s_lo_in: vec4<f32>, s_hi_in: vec4<f32>,
+              live_lo: vec4<bool>, live_hi: vec4<bool>) -> array<vec4<f32>, 2> {
+    let s_lo = select(vec4<f32>(MASKED), s_lo_in, live_lo);
+    let s_hi = select(vec4<f32>(MASKED), s_hi_in, live_hi);
+    let s_max = max(s_lo, s_hi);
+    let m_new = max((*run).m, max(max(s_max.x, s_max.y), max(s_max.z, s_max.w)));
+    let rescale = exp((*run).m - m_new);
+    for (var c4 = 0u; c4 < D4; c4++) {
+        (*acc)[c4] *= rescale;
+    }
+    let p_lo = select(vec4<f32>(0.0), exp(s_lo - vec4<f32>(m_new)), live_lo);
+    let p_hi = select(vec4<f32>(0.0), exp(s_hi - vec4<f32>(m_new)), live_hi);
+    (*run).l = (*run).l * rescale + dot(p_lo + p_hi, vec4<f32>(1.0));
+    (*run).t = (*run).t * rescale + dot(p_lo, s_lo) + dot(p_hi, s_hi);
+    (*run).m = m_new;
+    return array<vec4<f32>, 2>(p_lo, p_hi);
+}
+
+// Writes one query's output row and entropy.
+fn finish(qi: u32, slot: u32, b: u32, h: u32, my_keys: u32, acc: ptr<function, Row>, run: Run) {
+    let ob = params.o_layout.x + b * params.o_layout.y + qi * params.o_layout.z + h * params.o_layout.w;
+    let inv_l = 1.0 / run.l;
+    for (var c4 = 0u; c4 < D4; c4++) {
+        let r = (*acc)[c4] * inv_l;
+        let c = ob + c4 * 4u;
+        out[c] = elem(r.x);
+        out[c + 1u] = elem(r.y);
+        out[c + 2u] = elem(r.z);
+        out[c + 3u] = elem(r.w);
+    }
+    var entropy = 0.0;
+    if my_keys > 1u {
+        entropy = (run.m + log(run.l) - run.t * inv_l) / log(f32(my_keys));
+    }
+    let p = (slot * params.n_query_tiles + qi) * 2u;
+    entropy_partial[p] = entropy;
+    entropy_partial[p + 1u] = entropy * entropy;
+#if COUNT_WORK
+    atomicAdd(&work[0], my_keys);
+#endif
+}
+
+// A query's row (its elements from qb on), scaled.
+fn load_q(qb: u32) -> Row {
+    var q_row: Row;
+    for (var c4 = 0u; c4 < D4; c4++) {
+        let c = qb + c4 * 4u;
+        q_row[c4] = vec4<f32>(f32(q[c]), f32(q[c + 1u]), f32(q[c + 2u]), f32(q[c + 3u])) * params.scale;
+    }
+    return q_row;
 }
 
 @compute @workgroup_size(8)
@@ -149,30 +234,30 @@ fn attention_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
     let b = slot / params.n_heads;
     let h = slot % params.n_heads;
-    let qi = wg.x * LANES + lane;
-    let valid = qi < params.n_q;
-    let q_row_index = min(qi, params.n_q - 1u);
-
+    // This lane's queries a and b (rows past the end clamped for loading, not stored).
+    let qa = wg.x * QUERIES + lane;
+    let qb = qa + LANES;
+    let qa_row = min(qa, params.n_q - 1u);
+    let qb_row = min(qb, params.n_q - 1u);
     // Keys this workgroup visits: all of them, or up to its last query when causal; the
-    // keys this lane's query attends to.
+    // keys each of this lane's queries attends to.
     var keys_needed = params.n_k;
-    var my_keys = params.n_k;
+    var keys_a = params.n_k;
+    var keys_b = params.n_k;
     if params.causal == 1u {
-        keys_needed = min(params.n_k, (wg.x + 1u) * LANES);
-        my_keys = min(params.n_k, q_row_index + 1u);
+        keys_needed = min(params.n_k, (wg.x + 1u) * QUERIES);
+        keys_a = min(params.n_k, qa_row + 1u);
+        keys_b = min(params.n_k, qb_row + 1u);
     }
-
-    var q_row: Row;
-    var acc: Row;
-    let qb = params.q_layout.x + b * params.q_layout.y + q_row_index * params.q_layout.z + h * params.q_layout.w;
-    for (var c4 = 0u; c4 < D4; c4++) {
-        let c = qb + c4 * 4u;
-        q_row[c4] = vec4<f32>(f32(q[c]), f32(q[c + 1u]), f32(q[c + 2u]), f32(q[c + 3u])) * params.scale;
-        acc[c4] = vec4<f32>(0.0);
-    }
-    var m = MASKED;
-    var l = 0.0;
-    var t = 0.0;
+    let q_base = params.q_layout.x + b * params.q_layout.y + h * params.q_layout.w;
+    var q_a = load_q(q_base + qa_row * params.q_layout.z);
+    var q_b = load_q(q_base + qb_row * params.q_layout.z);
+    var acc_a: Row;
+    var acc_b: Row;
+    // Every query's first block holds its key 0, so m is a real score from then on and
+    // exp(MASKED - m) is 0.
+    var run_a = Run(MASKED, 0.0, 0.0);
+    var run_b = Run(MASKED, 0.0, 0.0);
 
     let kb = params.k_layout.x + b * params.k_layout.y + h * params.k_layout.w;
     let vb = params.v_layout.x + b * params.v_layout.y + h * params.v_layout.w;
@@ -182,48 +267,16 @@ fn attention_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     for (var key0 = 0u; key0 < keys_needed; key0 += KEY_BLOCK) {
         let keys_lo = vec4<u32>(key0) + vec4<u32>(0u, 1u, 2u, 3u);
         let keys_hi = keys_lo + vec4<u32>(4u);
-        let live_lo = keys_lo < vec4<u32>(my_keys);
-        let live_hi = keys_hi < vec4<u32>(my_keys);
         let row_mine = min(key0 + lane, last_key);
-        let s_block = block_scores(&q_row, kb + row_mine * k_step);
-        let s_lo = select(vec4<f32>(MASKED), s_block[0], live_lo);
-        let s_hi = select(vec4<f32>(MASKED), s_block[1], live_hi);
-        let s_max = max(s_lo, s_hi);
-        // Every lane's first block holds its key 0, so m is a real score from then on
-        // and exp(MASKED - m) is 0.
-        let m_new = max(m, max(max(s_max.x, s_max.y), max(s_max.z, s_max.w)));
-        let rescale = exp(m - m_new);
-        for (var c4 = 0u; c4 < D4; c4++) {
-            acc[c4] *= rescale;
-        }
-        let p_lo = select(vec4<f32>(0.0), exp(s_lo - vec4<f32>(m_new)), live_lo);
-        let p_hi = select(vec4<f32>(0.0), exp(s_hi - vec4<f32>(m_new)), live_hi);
-        l = l * rescale + dot(p_lo + p_hi, vec4<f32>(1.0));
-        t = t * rescale + dot(p_lo, s_lo) + dot(p_hi, s_hi);
-        block_accumulate(&acc, p_lo, p_hi, vb + row_mine * v_step);
-        m = m_new;
+        let s = block_scores(&q_a, &q_b, kb + row_mine * k_step);
+        let pa = fold_block(&run_a, &acc_a, s[0], s[1], keys_lo < vec4<u32>(keys_a), keys_hi < vec4<u32>(keys_a));
+        let pb = fold_block(&run_b, &acc_b, s[2], s[3], keys_lo < vec4<u32>(keys_b), keys_hi < vec4<u32>(keys_b));
+        block_accumulate(&acc_a, &acc_b, array<vec4<f32>, 4>(pa[0], pa[1], pb[0], pb[1]), vb + row_mine * v_step);
     }
-
-    if valid {
-        let ob = params.o_layout.x + b * params.o_layout.y + qi * params.o_layout.z + h * params.o_layout.w;
-        let inv_l = 1.0 / l;
-        for (var c4 = 0u; c4 < D4; c4++) {
-            let r = acc[c4] * inv_l;
-            let c = ob + c4 * 4u;
-            out[c] = elem(r.x);
-            out[c + 1u] = elem(r.y);
-            out[c + 2u] = elem(r.z);
-            out[c + 3u] = elem(r.w);
-        }
-        var entropy = 0.0;
-        if my_keys > 1u {
-            entropy = (m + log(l) - t * inv_l) / log(f32(my_keys));
-        }
-        let p = (slot * params.n_query_tiles + qi) * 2u;
-        entropy_partial[p] = entropy;
-        entropy_partial[p + 1u] = entropy * entropy;
-#if COUNT_WORK
-        atomicAdd(&work[0], my_keys);
-#endif
+    if qa < params.n_q {
+        finish(qa, slot, b, h, keys_a, &acc_a, run_a);
+    }
+    if qb < params.n_q {
+        finish(qb, slot, b, h, keys_b, &acc_b, run_b);
     }
 }

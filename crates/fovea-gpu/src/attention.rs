@@ -16,8 +16,8 @@ use crate::tensor::{DType, Tensor, fmt_shape};
 
 /// Queries per attention workgroup (one per thread); see attention.wgsl.
 pub const QUERY_TILE: usize = 64;
-/// Queries per workgroup of the software-class kernel (attention_cpu.wgsl).
-pub const CPU_QUERY_TILE: usize = 8;
+/// Queries per workgroup of the software-class kernel (attention_cpu.wgsl: two per lane).
+pub const CPU_QUERY_TILE: usize = 16;
 /// Queries per workgroup of the blocked kernel (attention_blocked.wgsl).
 pub const BLOCKED_QUERY_TILE: usize = 64;
 /// Head-dimension ceilings of the compiled attention variants, smallest first.
@@ -226,7 +226,7 @@ enum Kernel {
     /// `attention.wgsl`: 64-query workgroups staging keys in workgroup memory, one
     /// entropy partial per workgroup.
     Tiled,
-    /// `attention_cpu.wgsl` (8-lane subgroups, compiled per head dim): one query per lane.
+    /// `attention_cpu.wgsl` (8-lane subgroups, compiled per head dim): two queries per lane.
     PerLane,
     /// `attention_blocked.wgsl` (head dims up to 32): four queries per invocation.
     Blocked,
