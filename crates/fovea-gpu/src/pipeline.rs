@@ -143,7 +143,7 @@ impl Gpu {
     /// uncaptured and surface at the next submit.
     fn create_pipeline(&self, key: &PipelineKey) -> Result<(Arc<CachedPipeline>, Option<String>)> {
         let label = key.label();
-        let started = web_time_now();
+        let started = clock_now();
         let source = key.variant.source()?;
         let device = &self.inner.device;
         #[cfg(not(target_arch = "wasm32"))]
@@ -286,13 +286,13 @@ impl Gpu {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn web_time_now() -> Option<std::time::Instant> {
+fn clock_now() -> Option<std::time::Instant> {
     Some(std::time::Instant::now())
 }
 
-// `Instant::now` panics on wasm32-unknown-unknown.
+// No clock on wasm32-unknown-unknown: `Instant::now` panics there.
 #[cfg(target_arch = "wasm32")]
-fn web_time_now() -> Option<std::time::Instant> {
+fn clock_now() -> Option<std::time::Instant> {
     None
 }
 
