@@ -102,27 +102,51 @@ fn v_quad(c: u32) -> vec4<f32> {
 #endif
 }
 
+// Lane i's vec4 to every lane, for i = 0..7.
+fn broadcast8(mine: vec4<f32>) -> array<vec4<f32>, 8> {
+    return array<vec4<f32>, 8>(
+        subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u), subgroupBroadcast(mine, 2u),
+        subgroupBroadcast(mine, 3u), subgroupBroadcast(mine, 4u), subgroupBroadcast(mine, 5u),
+        subgroupBroadcast(mine, 6u), subgroupBroadcast(mine, 7u),
+    );
+}
+
+// One query's partial scores (its elements `q`) against 8 keys' elements `k`: keys 0-3
+// and 4-7.
+fn dots8(q: vec4<f32>, k: array<vec4<f32>, 8>) -> array<vec4<f32>, 2> {
+    return array<vec4<f32>, 2>(
+        vec4<f32>(dot(q, k[0]), dot(q, k[1]), dot(q, k[2]), dot(q, k[3])),
+        vec4<f32>(dot(q, k[4]), dot(q, k[5]), dot(q, k[6]), dot(q, k[7])),
+    );
+}
+
+// acc + the 8 keys' probabilities (keys 0-3 in lo, 4-7 in hi) times their value
+// elements `v`, in key order.
+fn weigh8(acc: vec4<f32>, lo: vec4<f32>, hi: vec4<f32>, v: array<vec4<f32>, 8>) -> vec4<f32> {
+    var a = acc;
+    a = fma(vec4<f32>(lo.x), v[0], a);
+    a = fma(vec4<f32>(lo.y), v[1], a);
+    a = fma(vec4<f32>(lo.z), v[2], a);
+    a = fma(vec4<f32>(lo.w), v[3], a);
+    a = fma(vec4<f32>(hi.x), v[4], a);
+    a = fma(vec4<f32>(hi.y), v[5], a);
+    a = fma(vec4<f32>(hi.z), v[6], a);
+    return fma(vec4<f32>(hi.w), v[7], a);
+}
+
 // The 8 scores of a key block for both of this lane's queries (a, b): lane i loads key
 // row i's values (row_mine is where its row starts) and subgroupBroadcast hands them to
 // every lane. Returns keys 0-3 and 4-7 of query a, then of query b.
 fn block_scores(qa: ptr<function, Row>, qb: ptr<function, Row>, row_mine: u32) -> array<vec4<f32>, 4> {
     var r: array<vec4<f32>, 4>;
     for (var c4 = 0u; c4 < D4; c4++) {
-        let kr = k_quad(row_mine + c4 * 4u);
-        let k0 = subgroupBroadcast(kr, 0u);
-        let k1 = subgroupBroadcast(kr, 1u);
-        let k2 = subgroupBroadcast(kr, 2u);
-        let k3 = subgroupBroadcast(kr, 3u);
-        let k4 = subgroupBroadcast(kr, 4u);
-        let k5 = subgroupBroadcast(kr, 5u);
-        let k6 = subgroupBroadcast(kr, 6u);
-        let k7 = subgroupBroadcast(kr, 7u);
-        let a = (*qa)[c4];
-        let b = (*qb)[c4];
-        r[0] += vec4<f32>(dot(a, k0), dot(a, k1), dot(a, k2), dot(a, k3));
-        r[1] += vec4<f32>(dot(a, k4), dot(a, k5), dot(a, k6), dot(a, k7));
-        r[2] += vec4<f32>(dot(b, k0), dot(b, k1), dot(b, k2), dot(b, k3));
-        r[3] += vec4<f32>(dot(b, k4), dot(b, k5), dot(b, k6), dot(b, k7));
+        let k = broadcast8(k_quad(row_mine + c4 * 4u));
+        let sa = dots8((*qa)[c4], k);
+        let sb = dots8((*qb)[c4], k);
+        r[0] += sa[0];
+        r[1] += sa[1];
+        r[2] += sb[0];
+        r[3] += sb[1];
     }
     return r;
 }
@@ -131,35 +155,9 @@ fn block_scores(qa: ptr<function, Row>, qb: ptr<function, Row>, row_mine: u32) -
 // value rows, shared as in block_scores.
 fn block_accumulate(acc_a: ptr<function, Row>, acc_b: ptr<function, Row>, p: array<vec4<f32>, 4>, row_mine: u32) {
     for (var c4 = 0u; c4 < D4; c4++) {
-        let vr = v_quad(row_mine + c4 * 4u);
-        let v0 = subgroupBroadcast(vr, 0u);
-        let v1 = subgroupBroadcast(vr, 1u);
-        let v2 = subgroupBroadcast(vr, 2u);
-        let v3 = subgroupBroadcast(vr, 3u);
-        let v4 = subgroupBroadcast(vr, 4u);
-        let v5 = subgroupBroadcast(vr, 5u);
-        let v6 = subgroupBroadcast(vr, 6u);
-        let v7 = subgroupBroadcast(vr, 7u);
-        var a = (*acc_a)[c4];
-        a = fma(vec4<f32>(p[0].x), v0, a);
-        a = fma(vec4<f32>(p[0].y), v1, a);
-        a = fma(vec4<f32>(p[0].z), v2, a);
-        a = fma(vec4<f32>(p[0].w), v3, a);
-        a = fma(vec4<f32>(p[1].x), v4, a);
-        a = fma(vec4<f32>(p[1].y), v5, a);
-        a = fma(vec4<f32>(p[1].z), v6, a);
-        a = fma(vec4<f32>(p[1].w), v7, a);
-        (*acc_a)[c4] = a;
-        var b = (*acc_b)[c4];
-        b = fma(vec4<f32>(p[2].x), v0, b);
-        b = fma(vec4<f32>(p[2].y), v1, b);
-        b = fma(vec4<f32>(p[2].z), v2, b);
-        b = fma(vec4<f32>(p[2].w), v3, b);
-        b = fma(vec4<f32>(p[3].x), v4, b);
-        b = fma(vec4<f32>(p[3].y), v5, b);
-        b = fma(vec4<f32>(p[3].z), v6, b);
-        b = fma(vec4<f32>(p[3].w), v7, b);
-        (*acc_b)[c4] = b;
+        let v = broadcast8(v_quad(row_mine + c4 * 4u));
+        (*acc_a)[c4] = weigh8((*acc_a)[c4], p[0], p[1], v);
+        (*acc_b)[c4] = weigh8((*acc_b)[c4], p[2], p[3], v);
     }
 }
 
