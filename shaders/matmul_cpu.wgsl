@@ -66,8 +66,13 @@ struct Params {
 #endif
 // bias: (N) or (M), per bias_mode; a dummy when bias_mode is 0
 @group(0) @binding(3) var<storage, read> bias: array<elem>;
+#if QUADS
+// out: (batch, M, N) in quads along N (N a multiple of 4)
+@group(0) @binding(4) var<storage, read_write> out: array<Quad>;
+#else
 // out: (batch, M, N)
 @group(0) @binding(4) var<storage, read_write> out: array<elem>;
+#endif
 
 // Operand offsets at k = 0: SUBGROUP=1 keeps this lane's row, SUBGROUP=0 all ROWS rows.
 #if SUBGROUP
@@ -181,7 +186,7 @@ fn k_step(acc: ptr<function, Acc>, a_off: LhsOffsets, b_off: array<u32, COLS>, a
 
 // The output column of this lane's accumulator column j.
 fn lane_col(col0: u32, lane: u32, j: u32) -> u32 {
-    if QUADS == 1u && TRANS_B == 0u {
+    if QUADS == 1u {
         return col0 + 4u * lane + j;
     }
     return col0 + lane + LANES * j;
@@ -228,7 +233,7 @@ fn matmul_cpu(
 #endif
     var b_off: array<u32, COLS>;
     for (var j = 0u; j < COLS; j++) {
-        b_off[j] = b_base + min(col0 + lane + LANES * j, last_col) * b_col_stride;
+        b_off[j] = b_base + min(lane_col(col0, lane, j), last_col) * b_col_stride;
     }
 
     var acc: Acc;
@@ -278,6 +283,36 @@ fn matmul_cpu(
 #endif
 
     let c_base = batch * params.c_batch_stride;
+#if QUADS
+    // The lane's four neighbouring columns, stored as one quad per row (N is a multiple
+    // of 4, so the quad lies inside the row): a quarter of the stores, each costing on
+    // lavapipe what a one-element store does.
+    let col = col0 + 4u * lane;
+    if col < params.n {
+        var col_bias = vec4<f32>(0.0);
+        if params.bias_mode == 1u {
+            col_bias = vec4<f32>(
+                f32(bias[col]),
+                f32(bias[col + 1u]),
+                f32(bias[col + 2u]),
+                f32(bias[col + 3u]),
+            );
+        }
+        for (var i = 0u; i < ROWS; i++) {
+            let row = row0 + i;
+            if row >= params.m {
+                break;
+            }
+            var v = params.alpha * vec4<f32>(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
+            if params.bias_mode == 1u {
+                v += col_bias;
+            } else if params.bias_mode == 2u {
+                v += f32(bias[row]);
+            }
+            out[(c_base + row * params.ldc + col) / 4u] = quad_of(v);
+        }
+    }
+#else
     for (var i = 0u; i < ROWS; i++) {
         let row = row0 + i;
         if row >= params.m {
@@ -296,4 +331,5 @@ fn matmul_cpu(
             }
         }
     }
+#endif
 }

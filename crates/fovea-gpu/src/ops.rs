@@ -117,12 +117,12 @@ fn key(
     })
 }
 
-/// Whether `matmul_cpu` loads four values at a time (its `QUADS` variant): lhs (M, K)
-/// with K a multiple of 4, and either the Linear layout (rhs (N, K)) or rhs (K, N) with
-/// N a multiple of 4, so that every row, and with it every batch item, starts on a
-/// quad.
+/// Whether `matmul_cpu` loads and stores four values at a time (its `QUADS` variant):
+/// lhs (M, K) with K a multiple of 4 and N a multiple of 4 (rhs (N, K), the Linear
+/// layout, or (K, N)), so that every row of the operands and of the output, and with
+/// it every batch item, starts on a quad.
 fn matmul_cpu_quads(opts: MatmulOptions, k: usize, n: usize) -> bool {
-    !opts.trans_a && k.is_multiple_of(4) && (opts.trans_b || n.is_multiple_of(4))
+    !opts.trans_a && k.is_multiple_of(4) && n.is_multiple_of(4)
 }
 
 /// Whether `conv2d_cpu` gives each lane four neighbouring pixels and loads the input and

@@ -304,17 +304,19 @@ impl Checker {
         .await
     }
 
-    /// Matmul with a per-row (M) bias, as projections of channel-first data use.
+    /// Matmul with a per-row (M) bias, as projections of channel-first data use, with
+    /// rhs (N, K) when `trans_b`, else (K, N).
     pub async fn matmul_bias_per_row(
         &mut self,
         batch: usize,
         m: usize,
         n: usize,
         k: usize,
+        trans_b: bool,
         dtype: DType,
     ) -> Result<Check> {
         assert_ne!(m, n, "the reference tells the bias kinds apart by length");
-        self.matmul_inner(batch, m, n, k, false, true, true, false, dtype, true)
+        self.matmul_inner(batch, m, n, k, false, trans_b, true, false, dtype, true)
             .await
     }
 

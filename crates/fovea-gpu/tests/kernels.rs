@@ -170,6 +170,18 @@ fn matmul_cases(c: &mut fovea_gpu::selfcheck::Checker) {
                 block_on(c.matmul(batch, m, n, k, ta, tb, bias, bb, dt)),
             );
         }
+        // A bias per row (M), with quads stored a row at a time on software adapters
+        // (both layouts, several row blocks, the last part-filled) and without.
+        for (batch, m, n, k, tb) in [
+            (2, 19, 24, 12, true),
+            (1, 10, 36, 8, false),
+            (1, 9, 7, 5, false),
+        ] {
+            expect_pass(
+                c.seed,
+                block_on(c.matmul_bias_per_row(batch, m, n, k, tb, dt)),
+            );
+        }
     }
 }
 

@@ -583,7 +583,7 @@ pub fn all_variants() -> Vec<Variant> {
 
 /// Builds one WGSL module: a header (`enable f16;` when needed, `alias elem`, one
 /// `const` per define, the two- and four-element words `Pair` and `Quad` with
-/// `pair_values` and `quad_values`), the common
+/// `pair_values`, `quad_values` and `quad_of`), the common
 /// helpers, then `source` with `#if NAME` / `#else` /
 /// `#endif` lines resolved (NAME true when its define is nonzero). Lines removed by
 /// the preprocessor become blank so naga's line numbers still match the file.
@@ -613,6 +613,8 @@ pub fn preprocess(
             "alias Quad = vec2<u32>;\n",
             "fn quad_values(q: Quad) -> vec4<f32> { ",
             "return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)); }\n",
+            "fn quad_of(v: vec4<f32>) -> Quad { ",
+            "return Quad(pack2x16float(v.xy), pack2x16float(v.zw)); }\n",
             "alias Block = vec4<u32>;\n",
             "const BLOCK_ELEMS: u32 = 8u;\n",
             "fn block_quads(b: Block) -> array<vec4<f32>, 2> { ",
@@ -628,6 +630,7 @@ pub fn preprocess(
             "fn pair_values(p: Pair) -> vec2<f32> { return p; }\n",
             "alias Quad = vec4<f32>;\n",
             "fn quad_values(q: Quad) -> vec4<f32> { return q; }\n",
+            "fn quad_of(v: vec4<f32>) -> Quad { return v; }\n",
             "alias Block = vec4<f32>;\n",
             "const BLOCK_ELEMS: u32 = 4u;\n",
             "fn block_quads(b: Block) -> array<vec4<f32>, 2> { return array<vec4<f32>, 2>(b, b); }\n",
