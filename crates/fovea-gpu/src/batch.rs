@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::context::Gpu;
 use crate::error::{GpuError, Result};
 use crate::pipeline::{CachedPipeline, PipelineKey};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 
 /// How many workgroups a dispatch runs.
 #[derive(Clone, Debug)]
@@ -153,6 +153,9 @@ pub struct Batch {
     profiler: Option<Profiler>,
     dispatches: u32,
     keep_alive: Vec<Tensor>,
+    /// Scratch tensors by slot, for intermediates an op makes and uses up itself (see
+    /// [`Batch::scratch`]).
+    scratch: Vec<Option<Tensor>>,
 }
 
 /// Per-op GPU time from a profiled batch.
@@ -186,6 +189,7 @@ impl Batch {
             profiler,
             dispatches: 0,
             keep_alive: Vec::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -202,6 +206,34 @@ impl Batch {
     fn encoder(&mut self) -> &mut wgpu::CommandEncoder {
         self.pass = None;
         self.encoder.as_mut().expect("encoder present until submit")
+    }
+
+    /// A tensor of `shape` and `dtype` for an intermediate that an op writes and reads
+    /// up itself, from this batch's scratch `slot`: every op of the batch that asks for
+    /// the same slot gets the same storage (grown when a request is larger). A tensor
+    /// recorded into a batch stays allocated until the batch is submitted, so
+    /// intermediates from the pool would add up over a whole forward; one batch's
+    /// recorded work runs in order, so reusing its own scratch is safe.
+    pub(crate) fn scratch(
+        &mut self,
+        slot: usize,
+        op: &'static str,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        if self.scratch.len() <= slot {
+            self.scratch.resize(slot + 1, None);
+        }
+        let elems: usize = shape.iter().product();
+        if let Some(t) = &self.scratch[slot]
+            && t.dtype() == dtype
+            && t.len() >= elems
+        {
+            return Ok(t.prefix_view(shape));
+        }
+        let t = self.gpu.empty(op, shape, dtype)?;
+        self.scratch[slot] = Some(t.clone());
+        Ok(t)
     }
 
     /// Records a dispatch.

@@ -5,8 +5,10 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::{GpuError, Result};
 #[cfg(doc)]
-use crate::plan::{ADAPTER_CLASS_ENV, MATMUL_KERNEL_ENV};
-use crate::plan::{AdapterClass, KernelPlan, MatmulKernel, choose_class, matmul_kernel_from_env};
+use crate::plan::{ADAPTER_CLASS_ENV, MATMUL_KERNEL_ENV, WINOGRAD_ENV};
+use crate::plan::{
+    AdapterClass, KernelPlan, MatmulKernel, choose_class, matmul_kernel_from_env, winograd_from_env,
+};
 use crate::pool::{BufferPool, PoolStats};
 
 /// Optional features fovea uses when the adapter has them.
@@ -171,6 +173,9 @@ pub fn list_adapters() -> Vec<AdapterReport> {
             if let Some(kernel) = matmul_kernel_from_env() {
                 plan = plan.with_matmul_kernel(kernel);
             }
+            if let Some(on) = winograd_from_env() {
+                plan = plan.with_winograd(on);
+            }
             AdapterReport {
                 plan,
                 class_forced,
@@ -223,6 +228,10 @@ pub struct GpuOptions {
     /// [`MATMUL_KERNEL_ENV`], then keeps the plan's. `cpu-subgroup` needs subgroups of
     /// exactly 8 lanes (device creation fails otherwise). Tests force each family.
     pub matmul_kernel: Option<MatmulKernel>,
+    /// Force Winograd 3x3 convolutions on or off (on takes effect with the cpu-subgroup
+    /// family only); `None` reads [`WINOGRAD_ENV`], then keeps the plan's. Tests run
+    /// both.
+    pub winograd: Option<bool>,
 }
 
 impl Default for GpuOptions {
@@ -236,6 +245,7 @@ impl Default for GpuOptions {
             max_binding_bytes: None,
             adapter_class: None,
             matmul_kernel: None,
+            winograd: None,
         }
     }
 }
@@ -386,6 +396,9 @@ impl Gpu {
                 });
             }
             plan = plan.with_matmul_kernel(kernel);
+        }
+        if let Some(on) = options.winograd.or_else(winograd_from_env) {
+            plan = plan.with_winograd(on);
         }
         log::info!("{}: {}", info.name, plan.describe());
         Ok(Gpu {

@@ -33,7 +33,8 @@ pub use error::{GpuError, Result};
 pub use ops::{Activation, BinaryOp, MatmulOptions, TimestepOptions};
 pub use pipeline::{CachedPipeline, PipelineKey};
 pub use plan::{
-    ADAPTER_CLASS_ENV, AdapterClass, KernelPlan, MATMUL_KERNEL_ENV, MatmulKernel, choose_class,
+    ADAPTER_CLASS_ENV, AdapterClass, KernelPlan, MATMUL_KERNEL_ENV, MatmulKernel, WINOGRAD_ENV,
+    WINOGRAD_MIN_CHANNELS, choose_class,
 };
 pub use pool::{PoolStats, PooledBuffer};
 pub use tensor::{DType, Tensor, fmt_shape};

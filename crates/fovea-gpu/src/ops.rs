@@ -13,6 +13,9 @@ use crate::pipeline::PipelineKey;
 use crate::plan::MatmulKernel;
 use crate::tensor::{DType, Tensor, fmt_shape};
 
+mod winograd;
+pub use winograd::{WINOGRAD_RUN_ELEMS, WINOGRAD_TILE_ELEMS};
+
 /// Activation applied by [`Batch::unary`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -545,6 +548,19 @@ impl Batch {
         bias: Option<&Tensor>,
         opts: MatmulOptions,
     ) -> Result<Tensor> {
+        self.matmul_to(a, b, bias, opts, None)
+    }
+
+    /// [`Batch::matmul`] into `out` (of the product's shape and dtype) when given,
+    /// else into a new tensor.
+    pub(crate) fn matmul_to(
+        &mut self,
+        a: &Tensor,
+        b: &Tensor,
+        bias: Option<&Tensor>,
+        opts: MatmulOptions,
+        out: Option<Tensor>,
+    ) -> Result<Tensor> {
         const OP: &str = "matmul";
         let mut all = vec![a, b];
         all.extend(bias);
@@ -614,7 +630,21 @@ impl Batch {
         }
         let mut out_shape = lead.to_vec();
         out_shape.extend([m, n]);
-        let y = self.gpu().empty(OP, &out_shape, a.dtype())?;
+        let y = match out {
+            Some(y) if y.shape() == out_shape.as_slice() && y.dtype() == a.dtype() => y,
+            Some(y) => {
+                return Err(op_err(
+                    OP,
+                    format!(
+                        "output {} must be {} {}",
+                        y.describe(),
+                        fmt_shape(&out_shape),
+                        a.dtype()
+                    ),
+                ));
+            }
+            None => self.gpu().empty(OP, &out_shape, a.dtype())?,
+        };
         let params = MatmulParams {
             m: u32_dim(OP, "M", m)?,
             n: u32_dim(OP, "N", n)?,
@@ -794,6 +824,16 @@ impl Batch {
         }
         let h_out = (padded_h - ws[2]) / stride + 1;
         let w_out = (padded_w - ws[3]) / stride + 1;
+        if self
+            .gpu()
+            .kernel_plan()
+            .winograd_conv(ws[1], ws[0], [ws[2], ws[3]], stride, padding)
+        {
+            // Callers that convolve with the same weights again keep the transformed
+            // weights and call conv2d_winograd (the models do).
+            let u = self.winograd_weights(weight)?;
+            return self.conv2d_winograd(x, &u, bias);
+        }
         let plan = self.gpu().kernel_plan().conv2d;
         if plan == MatmulKernel::CpuBlocked
             && ws[2] == 1

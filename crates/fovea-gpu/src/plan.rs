@@ -161,7 +161,23 @@ pub struct KernelPlan {
     /// (`attention_blocked.wgsl`, with the blocked matmul family: SwiftShader, llvmpipe
     /// on GL, WARP) for head dimensions up to 32, instead of the tiled kernel.
     pub attention_blocked: bool,
+    /// 3x3 convolutions with stride 1 and padding 1 (most of Stable Diffusion's) as
+    /// Winograd F(2x2, 3x3): transforms around 16 matrix products on the matmul kernel,
+    /// 2.25x fewer multiplies (`winograd_cpu.wgsl`; with the cpu-subgroup family, where
+    /// the matmul runs as fast per FLOP as the direct convolution). Forced on or off by
+    /// [`WINOGRAD_ENV`].
+    pub winograd: bool,
 }
+
+/// Environment variable that forces Winograd convolutions on (`1`) or off (`0`) where
+/// the matmul family is cpu-subgroup (for comparisons).
+pub const WINOGRAD_ENV: &str = "FOVEA_WINOGRAD";
+
+/// Fewest input and output channels for which a convolution runs as Winograd. Its 16
+/// matrix products have K = C_in and M = C_out; below 64 the transforms and the short
+/// products cost what the multiplies save (lavapipe, one thread: 32 channels at
+/// 256x256 0.91x, 64 at 32x32 to 128x128 1.18-1.25x, 128 at 32x32 1.49x).
+pub const WINOGRAD_MIN_CHANNELS: usize = 64;
 
 impl KernelPlan {
     /// The plan for `class` on a device with `caps` whose adapter reports `info`
@@ -186,6 +202,7 @@ impl KernelPlan {
             narrow: class == AdapterClass::Software,
             attention_per_lane: matmul == MatmulKernel::CpuSubgroup,
             attention_blocked: matmul == MatmulKernel::CpuBlocked,
+            winograd: matmul == MatmulKernel::CpuSubgroup,
         }
     }
 
@@ -197,17 +214,52 @@ impl KernelPlan {
             conv2d: kernel,
             attention_per_lane: kernel == MatmulKernel::CpuSubgroup,
             attention_blocked: kernel == MatmulKernel::CpuBlocked,
+            winograd: kernel == MatmulKernel::CpuSubgroup,
             ..self
         }
+    }
+
+    /// This plan with Winograd convolutions on or off; on only takes effect with the
+    /// cpu-subgroup family.
+    pub fn with_winograd(self, on: bool) -> KernelPlan {
+        KernelPlan {
+            winograd: on && self.matmul == MatmulKernel::CpuSubgroup,
+            ..self
+        }
+    }
+
+    /// Whether a convolution with these channels, kernel size, stride and padding
+    /// `[top, bottom, left, right]` runs as Winograd ([`Batch::conv2d_winograd`]).
+    ///
+    /// [`Batch::conv2d_winograd`]: crate::Batch::conv2d_winograd
+    pub fn winograd_conv(
+        &self,
+        c_in: usize,
+        c_out: usize,
+        kernel: [usize; 2],
+        stride: usize,
+        padding: [usize; 4],
+    ) -> bool {
+        self.winograd
+            && kernel == [3, 3]
+            && stride == 1
+            && padding == [1; 4]
+            && c_in >= WINOGRAD_MIN_CHANNELS
+            && c_out >= WINOGRAD_MIN_CHANNELS
     }
 
     /// One line for `fovea info`: class and chosen variants.
     pub fn describe(&self) -> String {
         format!(
-            "class {}; kernels: matmul {}, conv2d {}, norms/elementwise {}, attention {}",
+            "class {}; kernels: matmul {}, conv2d {}{}, norms/elementwise {}, attention {}",
             self.class.name(),
             self.matmul.name(),
             self.conv2d.name(),
+            if self.winograd {
+                format!(" (3x3 winograd from {WINOGRAD_MIN_CHANNELS} channels)")
+            } else {
+                String::new()
+            },
             if self.narrow {
                 "narrow"
             } else {
@@ -236,6 +288,20 @@ pub(crate) fn matmul_kernel_from_env() -> Option<MatmulKernel> {
         );
     }
     kernel
+}
+
+/// Winograd convolutions forced by [`WINOGRAD_ENV`] (`1` on, `0` off), if set to one
+/// of those (anything else is logged and ignored).
+pub(crate) fn winograd_from_env() -> Option<bool> {
+    let value = std::env::var(WINOGRAD_ENV).ok()?;
+    match value.trim() {
+        "1" => Some(true),
+        "0" => Some(false),
+        _ => {
+            log::warn!("{WINOGRAD_ENV}={value:?} is not 0 or 1; ignored");
+            None
+        }
+    }
 }
 
 /// The class to use: `forced` (from [`GpuOptions::adapter_class`]) first, then

@@ -473,6 +473,65 @@ impl Checker {
         ))
     }
 
+    /// A 3x3 convolution with stride 1 and padding 1 through the explicit Winograd path
+    /// ([`Batch::winograd_weights`] in one batch, [`Batch::conv2d_winograd_in_runs`]
+    /// with runs of at most `max_run_elems` in the next, as the models run it), on any
+    /// adapter class.
+    ///
+    /// [`Batch::winograd_weights`]: crate::Batch::winograd_weights
+    /// [`Batch::conv2d_winograd_in_runs`]: crate::Batch::conv2d_winograd_in_runs
+    #[allow(clippy::too_many_arguments)]
+    pub async fn conv2d_winograd(
+        &mut self,
+        n: usize,
+        c_in: usize,
+        h: usize,
+        w: usize,
+        c_out: usize,
+        with_bias: bool,
+        max_run_elems: usize,
+        dtype: DType,
+    ) -> Result<Check> {
+        let (x, xr) = self.input("x", &[n, c_in, h, w], dtype, 1.0)?;
+        let (wt, wr) = self.input("w", &[c_out, c_in, 3, 3], dtype, 1.0)?;
+        let bias = if with_bias {
+            Some(self.input("bias", &[c_out], dtype, 1.0)?)
+        } else {
+            None
+        };
+        let (want, _, _) = r::conv2d(
+            &xr,
+            &wr,
+            bias.as_ref().map(|(_, v)| v.as_slice()),
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            3,
+            3,
+            1,
+            [1; 4],
+        );
+        let mut prep = self.gpu.batch();
+        let u = prep.winograd_weights(&wt)?;
+        prep.submit()?;
+        self.poison(&[n, c_out, h, w], dtype)?;
+        let mut b = self.gpu.batch();
+        let y = b.conv2d_winograd_in_runs(&x, &u, bias.as_ref().map(|(t, _)| t), max_run_elems)?;
+        b.submit()?;
+        let got = self.gpu.read_f32(&y).await?;
+        Ok(self.finish(
+            format!(
+                "conv2d_winograd ({n}, {c_in}, {h}, {w}) -> {c_out}{} runs <= {max_run_elems} {dtype}",
+                if with_bias { " + bias" } else { "" }
+            ),
+            dtype,
+            &got,
+            &want,
+        ))
+    }
+
     /// Group norm (+SiLU) on (n, c, s).
     pub async fn group_norm(
         &mut self,

@@ -129,6 +129,17 @@ impl Tensor {
         })
     }
 
+    /// A view of the first elements of this tensor's storage as `shape` (no more
+    /// elements than this tensor has).
+    pub(crate) fn prefix_view(&self, shape: &[usize]) -> Tensor {
+        debug_assert!(shape.iter().product::<usize>() <= self.len());
+        Tensor {
+            shape: shape.to_vec(),
+            dtype: self.dtype,
+            buf: self.buf.clone(),
+        }
+    }
+
     /// `shape` and `dtype` as `(1, 4, 64, 64) f16`, for messages.
     pub fn describe(&self) -> String {
         format!("{} {}", fmt_shape(&self.shape), self.dtype)

@@ -220,6 +220,14 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker, plan: MatmulKernel) {
             // Stride 2 over rows of three 8-pixel blocks, the last part-filled (the
             // blocked kernel's 17 input columns per row).
             (1, 6, 9, 37, 10, 3, 2, 1, true),
+            // 3x3, stride 1, padding 1 with 16+ channels: Winograd on the cpu-subgroup
+            // plan. Widths a multiple of 4 (two tiles per invocation; an odd height
+            // whose last tile row is half outside, and tile counts padded to a multiple
+            // of 4), then odd sizes (one tile per invocation), batch 2.
+            (1, 16, 8, 8, 16, 3, 1, 1, true),
+            (1, 24, 5, 12, 32, 3, 1, 1, true),
+            (2, 20, 7, 9, 18, 3, 1, 1, false),
+            (1, 16, 6, 6, 17, 3, 1, 1, true),
             // Halving 3x3 convs (stride 2, padding 1, even input widths, output widths a
             // multiple of 4): each lane owns four neighbouring pixels and reads nine
             // input columns per row from five words (8-lane subgroups), here with an
@@ -258,6 +266,37 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker, plan: MatmulKernel) {
                 c.seed,
                 block_on(c.conv2d_padded(1, 9, 3, 8, 8, 1, 1, [1, 2, 0, 0], true, dt)),
             );
+        }
+    }
+}
+
+/// The explicit Winograd path (weights transformed in a batch of their own, as the
+/// models run it) on every class, whether or not its plan picks it for conv2d: tile
+/// counts that are odd, a multiple of 4 and padded, one and two tiles per invocation,
+/// batch 2, few channels; then images split into runs of tiles (runs of 4 tiles over
+/// two images, and runs whose last one is short).
+#[test]
+fn winograd_conv2d_matches_reference() {
+    let whole = fovea_gpu::ops::WINOGRAD_RUN_ELEMS;
+    for gpu in class_gpus() {
+        let c = &mut checker_on(gpu);
+        for dt in dtypes() {
+            // (n, c_in, h, w, c_out, bias, the most elements per run)
+            for (n, ci, h, w, co, b, run) in [
+                (1, 8, 8, 8, 8, true, whole),
+                (2, 5, 7, 9, 6, false, whole),
+                (1, 12, 6, 6, 9, true, whole),
+                (2, 40, 10, 16, 36, true, whole),
+                (1, 3, 1, 4, 2, true, whole),
+                (2, 6, 6, 8, 5, true, 4 * 16 * 6),
+                (1, 7, 9, 7, 8, false, 12 * 16 * 8),
+                (2, 4, 10, 12, 4, false, 8 * 16 * 4),
+            ] {
+                expect_pass(
+                    c.seed,
+                    block_on(c.conv2d_winograd(n, ci, h, w, co, b, run, dt)),
+                );
+            }
         }
     }
 }

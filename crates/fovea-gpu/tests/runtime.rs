@@ -46,6 +46,31 @@ fn shape_mismatches_name_the_op_and_shapes() {
     let e = b.add(&zeros(&[2, 3]), &zeros(&[4])).unwrap_err();
     assert!(e.to_string().contains("do not broadcast"), "{e}");
 
+    let e = b.winograd_weights(&zeros(&[4, 5, 1, 1])).unwrap_err();
+    assert!(
+        e.to_string().starts_with("winograd_weights:")
+            && e.to_string().contains("3x3")
+            && e.to_string().contains("(4, 5, 1, 1)"),
+        "{e}"
+    );
+    let e = b
+        .conv2d_winograd(&zeros(&[1, 3, 8, 8]), &zeros(&[16, 4, 5]), None)
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with("conv2d_winograd:")
+            && e.to_string().contains("(1, 3, 8, 8)")
+            && e.to_string().contains("(16, 4, 5)"),
+        "{e}"
+    );
+    let e = b
+        .conv2d_winograd(
+            &zeros(&[1, 5, 8, 8]),
+            &zeros(&[16, 4, 5]),
+            Some(&zeros(&[3])),
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("C_out = 4"), "{e}");
+
     let e = b
         .group_norm(&zeros(&[1, 6, 4]), 4, None, 1e-5, false)
         .unwrap_err();

@@ -1,6 +1,8 @@
 //! Building blocks shared by the UNet and the VAE: weight loading by diffusers key,
 //! convolutions, norms, projections of channel-first data, and `ResnetBlock2D`.
 
+use std::sync::OnceLock;
+
 use fovea_gpu::{Batch, DType, Gpu, MatmulOptions, Tensor};
 
 use crate::error::Result;
@@ -10,6 +12,19 @@ use crate::weights::Weights;
 pub(crate) struct Conv {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    /// The weights' Winograd transform, made at the first convolution that runs as
+    /// Winograd (`KernelPlan::winograd_conv`) and kept for the next ones.
+    pub winograd: OnceLock<Tensor>,
+}
+
+impl Conv {
+    fn new(weight: Tensor, bias: Option<Tensor>) -> Conv {
+        Conv {
+            weight,
+            bias,
+            winograd: OnceLock::new(),
+        }
+    }
 }
 
 /// Group/layer norm affine parameters.
@@ -50,26 +65,26 @@ impl Loader<'_> {
         k: usize,
         bias: bool,
     ) -> Result<Conv> {
-        Ok(Conv {
-            weight: self.tensor(&format!("{key}.weight"), &[c_out, c_in, k, k])?,
-            bias: if bias {
+        Ok(Conv::new(
+            self.tensor(&format!("{key}.weight"), &[c_out, c_in, k, k])?,
+            if bias {
                 Some(self.tensor(&format!("{key}.bias"), &[c_out])?)
             } else {
                 None
             },
-        })
+        ))
     }
 
     /// A Linear (out, in) weight, optionally with bias.
     pub fn linear(&self, key: &str, out_f: usize, in_f: usize, bias: bool) -> Result<Conv> {
-        Ok(Conv {
-            weight: self.tensor(&format!("{key}.weight"), &[out_f, in_f])?,
-            bias: if bias {
+        Ok(Conv::new(
+            self.tensor(&format!("{key}.weight"), &[out_f, in_f])?,
+            if bias {
                 Some(self.tensor(&format!("{key}.bias"), &[out_f])?)
             } else {
                 None
             },
-        })
+        ))
     }
 
     /// A projection stored as Linear (out, in) or as a 1x1 conv (out, in, 1, 1), under
@@ -87,10 +102,10 @@ impl Loader<'_> {
         let weight = self
             .tensor(&format!("{key}.weight"), &shape)?
             .reshape(&[out_f, in_f])?;
-        Ok(Conv {
+        Ok(Conv::new(
             weight,
-            bias: Some(self.tensor(&format!("{key}.bias"), &[out_f])?),
-        })
+            Some(self.tensor(&format!("{key}.bias"), &[out_f])?),
+        ))
     }
 
     pub fn norm(&self, key: &str, c: usize) -> Result<Norm> {
@@ -126,7 +141,8 @@ impl Loader<'_> {
     }
 }
 
-/// `conv2d` with the layer's bias.
+/// `conv2d` with the layer's bias; as Winograd where the device's plan runs this
+/// convolution so, with the weights transformed once per layer.
 pub(crate) fn conv(
     b: &mut Batch,
     x: &Tensor,
@@ -134,7 +150,26 @@ pub(crate) fn conv(
     stride: usize,
     pad: usize,
 ) -> Result<Tensor> {
-    Ok(b.conv2d(x, &c.weight, c.bias.as_ref(), stride, pad)?)
+    let ws = c.weight.shape();
+    let winograd = ws.len() == 4
+        && b.gpu()
+            .kernel_plan()
+            .winograd_conv(ws[1], ws[0], [ws[2], ws[3]], stride, [pad; 4]);
+    if !winograd {
+        return Ok(b.conv2d(x, &c.weight, c.bias.as_ref(), stride, pad)?);
+    }
+    let u = match c.winograd.get() {
+        Some(u) => u.clone(),
+        None => {
+            // In a batch of its own, submitted at once: a forward that fails before its
+            // batch is submitted cannot leave an unwritten transform behind.
+            let mut prep = b.gpu().batch();
+            let u = prep.winograd_weights(&c.weight)?;
+            prep.submit()?;
+            c.winograd.get_or_init(|| u).clone()
+        }
+    };
+    Ok(b.conv2d_winograd(x, &u, c.bias.as_ref())?)
 }
 
 /// Projects channel-first x (B, C, N) to token-major (B, N, out): x^T W^T + b.

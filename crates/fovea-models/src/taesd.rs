@@ -17,7 +17,7 @@ struct TinyBlock {
 }
 
 enum Layer {
-    Block(TinyBlock),
+    Block(Box<TinyBlock>),
     Upsample,
     Conv(Conv),
 }
@@ -58,13 +58,13 @@ impl TinyVae {
         for (i, (&c, &blocks)) in ch.iter().zip(&config.num_decoder_blocks).enumerate() {
             for _ in 0..blocks {
                 let key = format!("decoder.layers.{index}.conv");
-                layers.push(Layer::Block(TinyBlock {
+                layers.push(Layer::Block(Box::new(TinyBlock {
                     convs: [
                         l.conv(&format!("{key}.0"), c, c, 3)?,
                         l.conv(&format!("{key}.2"), c, c, 3)?,
                         l.conv(&format!("{key}.4"), c, c, 3)?,
                     ],
-                }));
+                })));
                 index += 1;
             }
             if i < last {

@@ -268,6 +268,18 @@ pub const CONV2D_CPU: Kernel = Kernel {
     ],
 };
 
+/// Winograd F(2x2, 3x3) for the software (CPU) adapter class: the weight, input and
+/// output transforms around the 16 matrix products (run by [`MATMUL_CPU`]) that compute
+/// a 3x3, stride-1, padding-1 convolution with 2.25x fewer multiplies. `PAIRS=1`
+/// (widths a multiple of 4) gives each invocation two neighbouring tiles, loaded and
+/// stored two elements at a time.
+pub const WINOGRAD_CPU: Kernel = Kernel {
+    name: "winograd_cpu",
+    source: kernel_source!("winograd_cpu"),
+    entry_points: &["winograd_weights", "winograd_input", "winograd_output"],
+    define_sets: &[&[("PAIRS", 0)], &[("PAIRS", 1)]],
+};
+
 /// 3x3 convolution (stride 1, or 2 with `STRIDE2=1`) for software adapters without
 /// value sharing between lanes, shaped as [`MATMUL_BLOCKED`]: 8 output channels x 8
 /// neighbouring pixels of a row per invocation, in registers as four 4x4 matrices.
@@ -406,6 +418,7 @@ pub const KERNELS: &[&Kernel] = &[
     &CONV2D,
     &CONV2D_CPU,
     &CONV2D_BLOCKED,
+    &WINOGRAD_CPU,
     &ATTENTION_BLOCKED,
     &NORM,
     &NORM_BLOCKS,
@@ -583,7 +596,7 @@ pub fn all_variants() -> Vec<Variant> {
 
 /// Builds one WGSL module: a header (`enable f16;` when needed, `alias elem`, one
 /// `const` per define, the two- and four-element words `Pair` and `Quad` with
-/// `pair_values`, `quad_values` and `quad_of`), the common
+/// `pair_values`, `pair_of`, `quad_values` and `quad_of`), the common
 /// helpers, then `source` with `#if NAME` / `#else` /
 /// `#endif` lines resolved (NAME true when its define is nonzero). Lines removed by
 /// the preprocessor become blank so naga's line numbers still match the file.
@@ -610,6 +623,7 @@ pub fn preprocess(
         Dtype::F16 => concat!(
             "alias Pair = u32;\n",
             "fn pair_values(p: Pair) -> vec2<f32> { return unpack2x16float(p); }\n",
+            "fn pair_of(v: vec2<f32>) -> Pair { return pack2x16float(v); }\n",
             "alias Quad = vec2<u32>;\n",
             "fn quad_values(q: Quad) -> vec4<f32> { ",
             "return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)); }\n",
@@ -628,6 +642,7 @@ pub fn preprocess(
         Dtype::F32 => concat!(
             "alias Pair = vec2<f32>;\n",
             "fn pair_values(p: Pair) -> vec2<f32> { return p; }\n",
+            "fn pair_of(v: vec2<f32>) -> Pair { return v; }\n",
             "alias Quad = vec4<f32>;\n",
             "fn quad_values(q: Quad) -> vec4<f32> { return q; }\n",
             "fn quad_of(v: vec4<f32>) -> Quad { return v; }\n",

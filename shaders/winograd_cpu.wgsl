@@ -1,0 +1,301 @@
+// Winograd F(2x2, 3x3) convolution for software adapters (lavapipe/llvmpipe): a 3x3,
+// stride-1, padding-1 convolution computed as 16 matrix products, a quarter of whose
+// multiplies (4 per 2x2 output tile and channel pair instead of 36) the matmul_cpu kernel
+// does. On CPUs running 8-lane shaders the direct convolution and the matmul reach about
+// the same FLOP rate, so the 2.25x fewer multiplies are nearly all time saved; these
+// three kernels move the data around that product:
+//   winograd_weights: g (C_out, C_in, 3, 3) -> U = G g G^T as (16, C_out, C_in)
+//   winograd_input:   x (N, C, H, W)      -> V = B^T d B as (16, C, T4)
+//   winograd_output:  M (16, C_out, T4)  -> y = A^T M A (+ bias) as (N, C_out, H, W)
+// with M[xi] = U[xi] @ V[xi] (matmul_cpu, rhs (K, N)). A tile is a 2x2 block of the
+// output; tile t = (n * tiles_h + ty) * tiles_w + tx reads the 4x4 input patch whose
+// top-left is (2 ty - 1, 2 tx - 1), zero outside the image. T = N * tiles_h * tiles_w
+// tiles are stored in T4 = T rounded up to a multiple of 4 columns (the matmul's quads);
+// the extra columns are zero. The transforms are (Lavin and Gray, "Fast Algorithms for
+// Convolutional Neural Networks", 2016):
+//   B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
+//   G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+//   A^T = [1 1 1 0; 0 1 -1 -1]
+// One invocation per (channel, tile) or (output channel, input channel); arithmetic in
+// f32, storage in `elem`. PAIRS=1 (widths a multiple of 4, so that a row of tiles has an
+// even count and every image row starts on a pair) gives an input or output invocation
+// two neighbouring tiles of a row and moves their values as `Pair`s: the 4x6 input
+// patch of the two is four pairs per row, their 16 transformed values sixteen pairs,
+// their 2x4 outputs four pairs (on lavapipe a lane-varying load or store costs the same
+// for 16 or 32 bits).
+
+struct Params {
+    batch: u32,
+    // Channels of the tensor transformed (C for the input, C_out for the output, C_out
+    // for the weights).
+    channels: u32,
+    h: u32,
+    w: u32,
+    tiles_h: u32,
+    tiles_w: u32,
+    // The tiles this dispatch transforms: tiles tile_base .. tile_base + tiles of the
+    // convolution's, stored in tiles_padded columns (T and T4 above when one dispatch
+    // takes them all; the host splits large images into runs of tiles).
+    tiles: u32,
+    tiles_padded: u32,
+    // C_in for the weights.
+    c_in: u32,
+    has_bias: u32,
+    tile_base: u32,
+    _pad1: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+#if PAIRS
+// winograd_input: x; winograd_output: M (in pairs)
+@group(0) @binding(1) var<storage, read> src: array<Pair>;
+#else
+// winograd_input: x; winograd_output: M
+@group(0) @binding(1) var<storage, read> src: array<elem>;
+#endif
+// bias: (C_out) for winograd_output when has_bias is 1; a dummy otherwise
+@group(0) @binding(2) var<storage, read> bias: array<elem>;
+#if PAIRS
+// winograd_input: V; winograd_output: y (in pairs)
+@group(0) @binding(3) var<storage, read_write> dst: array<Pair>;
+#else
+// winograd_input: V; winograd_output: y
+@group(0) @binding(3) var<storage, read_write> dst: array<elem>;
+#endif
+// winograd_weights: g (C_out, C_in, 3, 3) in, U (16, C_out, C_in) out (elements in both
+// variants)
+@group(0) @binding(4) var<storage, read> weights_in: array<elem>;
+@group(0) @binding(5) var<storage, read_write> weights_out: array<elem>;
+
+// V = B^T d B for the 4x4 patch d (rows d[0..4]), as four rows.
+fn input_tile(d: array<vec4<f32>, 4>) -> array<vec4<f32>, 4> {
+    // B^T d, then each row times B (the same combination over columns).
+    let r = array<vec4<f32>, 4>(d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]);
+    var v: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        v[i] = vec4<f32>(r[i].x - r[i].z, r[i].y + r[i].z, r[i].z - r[i].y, r[i].y - r[i].w);
+    }
+    return v;
+}
+
+// y = A^T m A (+ bias b) for the 4x4 product m (rows m[0..4]), as two rows of two.
+fn output_tile(m: array<vec4<f32>, 4>, b: f32) -> array<vec2<f32>, 2> {
+    let r0 = m[0] + m[1] + m[2];
+    let r1 = m[1] - m[2] - m[3];
+    return array<vec2<f32>, 2>(
+        vec2<f32>(r0.x + r0.y + r0.z, r0.y - r0.z - r0.w) + b,
+        vec2<f32>(r1.x + r1.y + r1.z, r1.y - r1.z - r1.w) + b,
+    );
+}
+
+fn bias_of(o: u32) -> f32 {
+    var b = 0.0;
+    if params.has_bias == 1u {
+        b = f32(bias[o]);
+    }
+    return b;
+}
+
+// Where this dispatch's tile t lies: (image, tile row, tile column).
+fn tile_position(t: u32) -> vec3<u32> {
+    let per_image = params.tiles_h * params.tiles_w;
+    let g = params.tile_base + t;
+    let r = g % per_image;
+    return vec3<u32>(g / per_image, r / params.tiles_w, r % params.tiles_w);
+}
+
+#if PAIRS
+// Pair p (elements 2p, 2p + 1) of row `row` of the plane starting at pair `plane`, or
+// zeros outside the image; the load reads a clamped in-bounds pair, so no branch
+// surrounds it.
+fn input_pair(plane: u32, row: i32, p: i32) -> vec2<f32> {
+    let half_w = i32(params.w / 2u);
+    let inside = row >= 0 && row < i32(params.h) && p >= 0 && p < half_w;
+    let r = u32(clamp(row, 0, i32(params.h) - 1));
+    let c = u32(clamp(p, 0, half_w - 1));
+    return select(vec2<f32>(0.0), pair_values(src[plane + r * (params.w / 2u) + c]), inside);
+}
+
+@compute @workgroup_size(64)
+fn winograd_input(@builtin(global_invocation_id) gid: vec3<u32>) {
+    // Tiles t0 = 2 * gid.x and t0 + 1, neighbours in a row (tiles_w is even).
+    let pairs = params.tiles_padded / 2u;
+    let tp = gid.x;
+    let c = gid.y;
+    if tp >= pairs || c >= params.channels {
+        return;
+    }
+    let planes = params.channels * pairs;
+    let out0 = c * pairs + tp;
+    if 2u * tp >= params.tiles {
+        for (var xi = 0u; xi < 16u; xi++) {
+            dst[xi * planes + out0] = pair_of(vec2<f32>(0.0));
+        }
+        return;
+    }
+    let at = tile_position(2u * tp);
+    let plane = (at.x * params.channels + c) * params.h * (params.w / 2u);
+    let row0 = 2 * i32(at.y) - 1;
+    // The two tiles read columns 2 tx - 1 .. 2 tx + 4: pairs tx - 1 .. tx + 2.
+    let p0 = i32(at.z) - 1;
+    var a: array<vec4<f32>, 4>;
+    var b: array<vec4<f32>, 4>;
+    for (var i = 0; i < 4; i++) {
+        let e0 = input_pair(plane, row0 + i, p0);
+        let e1 = input_pair(plane, row0 + i, p0 + 1);
+        let e2 = input_pair(plane, row0 + i, p0 + 2);
+        let e3 = input_pair(plane, row0 + i, p0 + 3);
+        a[i] = vec4<f32>(e0.y, e1.x, e1.y, e2.x);
+        b[i] = vec4<f32>(e1.y, e2.x, e2.y, e3.x);
+    }
+    let va = input_tile(a);
+    let vb = input_tile(b);
+    for (var i = 0u; i < 4u; i++) {
+        dst[(4u * i) * planes + out0] = pair_of(vec2<f32>(va[i].x, vb[i].x));
+        dst[(4u * i + 1u) * planes + out0] = pair_of(vec2<f32>(va[i].y, vb[i].y));
+        dst[(4u * i + 2u) * planes + out0] = pair_of(vec2<f32>(va[i].z, vb[i].z));
+        dst[(4u * i + 3u) * planes + out0] = pair_of(vec2<f32>(va[i].w, vb[i].w));
+    }
+}
+
+@compute @workgroup_size(64)
+fn winograd_output(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let pairs = params.tiles_padded / 2u;
+    let tp = gid.x;
+    let o = gid.y;
+    if 2u * tp >= params.tiles || o >= params.channels {
+        return;
+    }
+    let planes = params.channels * pairs;
+    let in0 = o * pairs + tp;
+    var ma: array<vec4<f32>, 4>;
+    var mb: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        let m0 = pair_values(src[(4u * i) * planes + in0]);
+        let m1 = pair_values(src[(4u * i + 1u) * planes + in0]);
+        let m2 = pair_values(src[(4u * i + 2u) * planes + in0]);
+        let m3 = pair_values(src[(4u * i + 3u) * planes + in0]);
+        ma[i] = vec4<f32>(m0.x, m1.x, m2.x, m3.x);
+        mb[i] = vec4<f32>(m0.y, m1.y, m2.y, m3.y);
+    }
+    let b = bias_of(o);
+    let ya = output_tile(ma, b);
+    let yb = output_tile(mb, b);
+    let at = tile_position(2u * tp);
+    let half_w = params.w / 2u;
+    let plane = (at.x * params.channels + o) * params.h * half_w;
+    for (var r = 0u; r < 2u; r++) {
+        let row = 2u * at.y + r;
+        if row < params.h {
+            // Columns 2 tx .. 2 tx + 3: pairs tx and tx + 1.
+            dst[plane + row * half_w + at.z] = pair_of(ya[r]);
+            dst[plane + row * half_w + at.z + 1u] = pair_of(yb[r]);
+        }
+    }
+}
+#else
+// Element (row, col) of the plane starting at element `plane`, or 0 outside the image;
+// the load reads a clamped in-bounds element, so no branch surrounds it.
+fn input_at(plane: u32, row: i32, col: i32) -> f32 {
+    let inside = row >= 0 && row < i32(params.h) && col >= 0 && col < i32(params.w);
+    let r = u32(clamp(row, 0, i32(params.h) - 1));
+    let c = u32(clamp(col, 0, i32(params.w) - 1));
+    return select(0.0, f32(src[plane + r * params.w + c]), inside);
+}
+
+@compute @workgroup_size(64)
+fn winograd_input(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = gid.x;
+    let c = gid.y;
+    if t >= params.tiles_padded || c >= params.channels {
+        return;
+    }
+    let planes = params.channels * params.tiles_padded;
+    let out0 = c * params.tiles_padded + t;
+    if t >= params.tiles {
+        for (var xi = 0u; xi < 16u; xi++) {
+            dst[xi * planes + out0] = elem(0.0);
+        }
+        return;
+    }
+    let at = tile_position(t);
+    let plane = (at.x * params.channels + c) * params.h * params.w;
+    let row0 = 2 * i32(at.y) - 1;
+    let col0 = 2 * i32(at.z) - 1;
+    var d: array<vec4<f32>, 4>;
+    for (var i = 0; i < 4; i++) {
+        d[i] = vec4<f32>(
+            input_at(plane, row0 + i, col0),
+            input_at(plane, row0 + i, col0 + 1),
+            input_at(plane, row0 + i, col0 + 2),
+            input_at(plane, row0 + i, col0 + 3),
+        );
+    }
+    let v = input_tile(d);
+    for (var i = 0u; i < 4u; i++) {
+        dst[(4u * i) * planes + out0] = elem(v[i].x);
+        dst[(4u * i + 1u) * planes + out0] = elem(v[i].y);
+        dst[(4u * i + 2u) * planes + out0] = elem(v[i].z);
+        dst[(4u * i + 3u) * planes + out0] = elem(v[i].w);
+    }
+}
+
+@compute @workgroup_size(64)
+fn winograd_output(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let t = gid.x;
+    let o = gid.y;
+    if t >= params.tiles || o >= params.channels {
+        return;
+    }
+    let planes = params.channels * params.tiles_padded;
+    let in0 = o * params.tiles_padded + t;
+    var m: array<vec4<f32>, 4>;
+    for (var i = 0u; i < 4u; i++) {
+        m[i] = vec4<f32>(
+            f32(src[(4u * i) * planes + in0]),
+            f32(src[(4u * i + 1u) * planes + in0]),
+            f32(src[(4u * i + 2u) * planes + in0]),
+            f32(src[(4u * i + 3u) * planes + in0]),
+        );
+    }
+    let y = output_tile(m, bias_of(o));
+    let at = tile_position(t);
+    let plane = (at.x * params.channels + o) * params.h * params.w;
+    for (var r = 0u; r < 2u; r++) {
+        let row = 2u * at.y + r;
+        let col = 2u * at.z;
+        if row < params.h {
+            dst[plane + row * params.w + col] = elem(y[r].x);
+            if col + 1u < params.w {
+                dst[plane + row * params.w + col + 1u] = elem(y[r].y);
+            }
+        }
+    }
+}
+
+#endif
+
+@compute @workgroup_size(64)
+fn winograd_weights(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let c = gid.x;
+    let o = gid.y;
+    if c >= params.c_in || o >= params.channels {
+        return;
+    }
+    let base = (o * params.c_in + c) * 9u;
+    // G g: four rows of three, from g's rows g0..g2.
+    let g0 = vec3<f32>(f32(weights_in[base]), f32(weights_in[base + 1u]), f32(weights_in[base + 2u]));
+    let g1 = vec3<f32>(f32(weights_in[base + 3u]), f32(weights_in[base + 4u]), f32(weights_in[base + 5u]));
+    let g2 = vec3<f32>(f32(weights_in[base + 6u]), f32(weights_in[base + 7u]), f32(weights_in[base + 8u]));
+    let rows = array<vec3<f32>, 4>(g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2);
+    let planes = params.channels * params.c_in;
+    let out0 = o * params.c_in + c;
+    for (var i = 0u; i < 4u; i++) {
+        // (G g) G^T: the same combination over each row's three columns.
+        let r = rows[i];
+        weights_out[(4u * i) * planes + out0] = elem(r.x);
+        weights_out[(4u * i + 1u) * planes + out0] = elem(0.5 * (r.x + r.y + r.z));
+        weights_out[(4u * i + 2u) * planes + out0] = elem(0.5 * (r.x - r.y + r.z));
+        weights_out[(4u * i + 3u) * planes + out0] = elem(r.z);
+    }
+}
