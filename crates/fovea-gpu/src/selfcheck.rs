@@ -76,6 +76,16 @@ fn bound(dtype: DType) -> f64 {
     }
 }
 
+/// A convolution's inputs on the device and its float64 reference output.
+struct ConvCase {
+    x: Tensor,
+    w: Tensor,
+    bias: Option<Tensor>,
+    want: Vec<f64>,
+    h_out: usize,
+    w_out: usize,
+}
+
 impl Checker {
     /// A checker with inputs drawn from `seed`.
     pub fn new(gpu: &Gpu, seed: u64) -> Checker {
@@ -400,6 +410,47 @@ impl Checker {
         ))
     }
 
+    /// Random input, weights and (when `with_bias`) bias for a convolution of shape
+    /// `[n, c_in, h, w, c_out, kernel]`, and the float64 reference output.
+    fn conv_case(
+        &mut self,
+        [n, c_in, h, w, c_out, kernel]: [usize; 6],
+        stride: usize,
+        padding: [usize; 4],
+        with_bias: bool,
+        dtype: DType,
+    ) -> Result<ConvCase> {
+        let (x, xr) = self.input("x", &[n, c_in, h, w], dtype, 1.0)?;
+        let (wt, wr) = self.input("w", &[c_out, c_in, kernel, kernel], dtype, 1.0)?;
+        let bias = if with_bias {
+            Some(self.input("bias", &[c_out], dtype, 1.0)?)
+        } else {
+            None
+        };
+        let (want, h_out, w_out) = r::conv2d(
+            &xr,
+            &wr,
+            bias.as_ref().map(|(_, v)| v.as_slice()),
+            n,
+            c_in,
+            h,
+            w,
+            c_out,
+            kernel,
+            kernel,
+            stride,
+            padding,
+        );
+        Ok(ConvCase {
+            x,
+            w: wt,
+            bias: bias.map(|(t, _)| t),
+            want,
+            h_out,
+            w_out,
+        })
+    }
+
     /// Convolution with symmetric padding.
     #[allow(clippy::too_many_arguments)]
     pub async fn conv2d(
@@ -436,30 +487,17 @@ impl Checker {
         with_bias: bool,
         dtype: DType,
     ) -> Result<Check> {
-        let (x, xr) = self.input("x", &[n, c_in, h, w], dtype, 1.0)?;
-        let (wt, wr) = self.input("w", &[c_out, c_in, kernel, kernel], dtype, 1.0)?;
-        let bias = if with_bias {
-            Some(self.input("bias", &[c_out], dtype, 1.0)?)
-        } else {
-            None
-        };
-        let (want, ho, wo) = r::conv2d(
-            &xr,
-            &wr,
-            bias.as_ref().map(|(_, v)| v.as_slice()),
-            n,
-            c_in,
-            h,
-            w,
-            c_out,
-            kernel,
-            kernel,
+        let case = self.conv_case(
+            [n, c_in, h, w, c_out, kernel],
             stride,
             padding,
-        );
+            with_bias,
+            dtype,
+        )?;
+        let (ho, wo) = (case.h_out, case.w_out);
         self.poison(&[n, c_out, ho, wo], dtype)?;
         let mut b = self.gpu.batch();
-        let y = b.conv2d_padded(&x, &wt, bias.as_ref().map(|(t, _)| t), stride, padding)?;
+        let y = b.conv2d_padded(&case.x, &case.w, case.bias.as_ref(), stride, padding)?;
         b.submit()?;
         let got = self.gpu.read_f32(&y).await?;
         Ok(self.finish(
@@ -469,7 +507,7 @@ impl Checker {
             ),
             dtype,
             &got,
-            &want,
+            &case.want,
         ))
     }
 
@@ -492,33 +530,13 @@ impl Checker {
         max_run_elems: usize,
         dtype: DType,
     ) -> Result<Check> {
-        let (x, xr) = self.input("x", &[n, c_in, h, w], dtype, 1.0)?;
-        let (wt, wr) = self.input("w", &[c_out, c_in, 3, 3], dtype, 1.0)?;
-        let bias = if with_bias {
-            Some(self.input("bias", &[c_out], dtype, 1.0)?)
-        } else {
-            None
-        };
-        let (want, _, _) = r::conv2d(
-            &xr,
-            &wr,
-            bias.as_ref().map(|(_, v)| v.as_slice()),
-            n,
-            c_in,
-            h,
-            w,
-            c_out,
-            3,
-            3,
-            1,
-            [1; 4],
-        );
+        let case = self.conv_case([n, c_in, h, w, c_out, 3], 1, [1; 4], with_bias, dtype)?;
         let mut prep = self.gpu.batch();
-        let u = prep.winograd_weights(&wt)?;
+        let u = prep.winograd_weights(&case.w)?;
         prep.submit()?;
         self.poison(&[n, c_out, h, w], dtype)?;
         let mut b = self.gpu.batch();
-        let y = b.conv2d_winograd_in_runs(&x, &u, bias.as_ref().map(|(t, _)| t), max_run_elems)?;
+        let y = b.conv2d_winograd_in_runs(&case.x, &u, case.bias.as_ref(), max_run_elems)?;
         b.submit()?;
         let got = self.gpu.read_f32(&y).await?;
         Ok(self.finish(
@@ -528,7 +546,7 @@ impl Checker {
             ),
             dtype,
             &got,
-            &want,
+            &case.want,
         ))
     }
 
