@@ -596,7 +596,8 @@ pub fn all_variants() -> Vec<Variant> {
 
 /// Builds one WGSL module: a header (`enable f16;` when needed, `alias elem`, one
 /// `const` per define, the two- and four-element words `Pair` and `Quad` with
-/// `pair_values`, `pair_of`, `quad_values` and `quad_of`), the common
+/// `pair_values` and `quad_values`, and `pair_of` / `quad_of` for kernels that call
+/// them), the common
 /// helpers, then `source` with `#if NAME` / `#else` /
 /// `#endif` lines resolved (NAME true when its define is nonzero). Lines removed by
 /// the preprocessor become blank so naga's line numbers still match the file.
@@ -623,12 +624,9 @@ pub fn preprocess(
         Dtype::F16 => concat!(
             "alias Pair = u32;\n",
             "fn pair_values(p: Pair) -> vec2<f32> { return unpack2x16float(p); }\n",
-            "fn pair_of(v: vec2<f32>) -> Pair { return pack2x16float(v); }\n",
             "alias Quad = vec2<u32>;\n",
             "fn quad_values(q: Quad) -> vec4<f32> { ",
             "return vec4<f32>(unpack2x16float(q.x), unpack2x16float(q.y)); }\n",
-            "fn quad_of(v: vec4<f32>) -> Quad { ",
-            "return Quad(pack2x16float(v.xy), pack2x16float(v.zw)); }\n",
             "alias Block = vec4<u32>;\n",
             "const BLOCK_ELEMS: u32 = 8u;\n",
             "fn block_quads(b: Block) -> array<vec4<f32>, 2> { ",
@@ -642,10 +640,8 @@ pub fn preprocess(
         Dtype::F32 => concat!(
             "alias Pair = vec2<f32>;\n",
             "fn pair_values(p: Pair) -> vec2<f32> { return p; }\n",
-            "fn pair_of(v: vec2<f32>) -> Pair { return v; }\n",
             "alias Quad = vec4<f32>;\n",
             "fn quad_values(q: Quad) -> vec4<f32> { return q; }\n",
-            "fn quad_of(v: vec4<f32>) -> Quad { return v; }\n",
             "alias Block = vec4<f32>;\n",
             "const BLOCK_ELEMS: u32 = 4u;\n",
             "fn block_quads(b: Block) -> array<vec4<f32>, 2> { return array<vec4<f32>, 2>(b, b); }\n",
@@ -653,6 +649,24 @@ pub fn preprocess(
             "fn block_of(q: array<vec4<f32>, 2>) -> Block { return q[0]; }\n",
         ),
     });
+    // The packing helpers only where a kernel calls them: every other module's text
+    // (and with it the drivers' shader caches, which llvmpipe on GL takes many minutes
+    // to refill) stays as it was.
+    if source.contains("pair_of(") {
+        out.push_str(match dtype {
+            Dtype::F16 => "fn pair_of(v: vec2<f32>) -> Pair { return pack2x16float(v); }\n",
+            Dtype::F32 => "fn pair_of(v: vec2<f32>) -> Pair { return v; }\n",
+        });
+    }
+    if source.contains("quad_of(") {
+        out.push_str(match dtype {
+            Dtype::F16 => concat!(
+                "fn quad_of(v: vec4<f32>) -> Quad { ",
+                "return Quad(pack2x16float(v.xy), pack2x16float(v.zw)); }\n"
+            ),
+            Dtype::F32 => "fn quad_of(v: vec4<f32>) -> Quad { return v; }\n",
+        });
+    }
     out.push_str(COMMON_SOURCE);
     out.push('\n');
 
@@ -722,6 +736,14 @@ mod tests {
         assert!(on.contains("alias Pair = vec2<f32>;") && on.contains("alias Quad = vec4<f32>;"));
         let f16 = preprocess(src, "t", Dtype::F16, &[("X", 1)]).unwrap();
         assert!(f16.contains("alias Pair = u32;") && f16.contains("alias Quad = vec2<u32>;"));
+        // The packing helpers only for a kernel that calls them.
+        assert!(!f16.contains("fn pair_of") && !f16.contains("fn quad_of"));
+        let packs = preprocess("x = quad_of(v);\n", "t", Dtype::F16, &[]).unwrap();
+        assert!(
+            packs.contains("fn quad_of(v: vec4<f32>) -> Quad") && !packs.contains("fn pair_of")
+        );
+        let packs = preprocess("x = pair_of(v);\n", "t", Dtype::F32, &[]).unwrap();
+        assert!(packs.contains("fn pair_of(v: vec2<f32>) -> Pair { return v; }"));
     }
 
     #[test]
