@@ -260,11 +260,11 @@ fn kernels(gpu: &Gpu, o: &BenchOptions, full: bool) -> Result<Vec<KernelRow>, St
         });
     };
     // Matmul (M, K) @ (K, N): a projection of 4096 tokens (full); on software adapters
-    // a small one and issue 12's 1024 square.
+    // a small one and issue 12's 512 and 1024 squares.
     let matmuls: &[(usize, usize, usize)] = if full {
         &[(4096, 1280, 1280)]
     } else {
-        &[(512, 256, 256), (1024, 1024, 1024)]
+        &[(512, 256, 256), (512, 512, 512), (1024, 1024, 1024)]
     };
     for &(m, k, n) in matmuls {
         let a = filled(gpu, "a", &[m, k], dt)?;
