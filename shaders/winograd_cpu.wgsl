@@ -1,9 +1,10 @@
 // Winograd F(2x2, 3x3) convolution for software adapters (lavapipe/llvmpipe): a 3x3,
-// stride-1, padding-1 convolution computed as 16 matrix products, a quarter of whose
-// multiplies (4 per 2x2 output tile and channel pair instead of 36) the matmul_cpu kernel
-// does. On CPUs running 8-lane shaders the direct convolution and the matmul reach about
-// the same FLOP rate, so the 2.25x fewer multiplies are nearly all time saved; these
-// three kernels move the data around that product:
+// stride-1, padding-1 convolution computed as 16 matrix products on the matmul_cpu
+// kernel: 16 multiplies per 2x2 output tile and channel pair instead of the direct
+// convolution's 36. On lavapipe the direct convolution and the matmul reach about the
+// same FLOP rate; the transforms and the short products (K = C_in) take back part of
+// the 2.25x (1.2-1.5x per convolution at 64-192 channels, one thread). These three
+// kernels move the data around the products:
 //   winograd_weights: g (C_out, C_in, 3, 3) -> U = G g G^T as (16, C_out, C_in)
 //   winograd_input:   x (N, C, H, W)      -> V = B^T d B as (16, C, T4)
 //   winograd_output:  M (16, C_out, T4)  -> y = A^T M A (+ bias) as (N, C_out, H, W)
@@ -275,6 +276,11 @@ fn winograd_output(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 #endif
 
+// The three weights from element i on.
+fn weight_row(i: u32) -> vec3<f32> {
+    return vec3<f32>(f32(weights_in[i]), f32(weights_in[i + 1u]), f32(weights_in[i + 2u]));
+}
+
 @compute @workgroup_size(64)
 fn winograd_weights(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c = gid.x;
@@ -284,9 +290,9 @@ fn winograd_weights(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let base = (o * params.c_in + c) * 9u;
     // G g: four rows of three, from g's rows g0..g2.
-    let g0 = vec3<f32>(f32(weights_in[base]), f32(weights_in[base + 1u]), f32(weights_in[base + 2u]));
-    let g1 = vec3<f32>(f32(weights_in[base + 3u]), f32(weights_in[base + 4u]), f32(weights_in[base + 5u]));
-    let g2 = vec3<f32>(f32(weights_in[base + 6u]), f32(weights_in[base + 7u]), f32(weights_in[base + 8u]));
+    let g0 = weight_row(base);
+    let g1 = weight_row(base + 3u);
+    let g2 = weight_row(base + 6u);
     let rows = array<vec3<f32>, 4>(g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2);
     let planes = params.channels * params.c_in;
     let out0 = o * params.c_in + c;
