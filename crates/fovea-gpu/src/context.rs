@@ -229,8 +229,8 @@ pub struct GpuOptions {
     /// exactly 8 lanes (device creation fails otherwise). Tests force each family.
     pub matmul_kernel: Option<MatmulKernel>,
     /// Force Winograd 3x3 convolutions on or off (on takes effect with the cpu-subgroup
-    /// family only); `None` reads [`WINOGRAD_ENV`], then keeps the plan's. Tests run
-    /// both.
+    /// family only); `None` reads [`WINOGRAD_ENV`], then keeps the plan's (for
+    /// comparisons).
     pub winograd: Option<bool>,
 }
 

@@ -220,14 +220,16 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker, plan: MatmulKernel) {
             // Stride 2 over rows of three 8-pixel blocks, the last part-filled (the
             // blocked kernel's 17 input columns per row).
             (1, 6, 9, 37, 10, 3, 2, 1, true),
-            // 3x3, stride 1, padding 1 with 16+ channels: Winograd on the cpu-subgroup
-            // plan. Widths a multiple of 4 (two tiles per invocation; an odd height
-            // whose last tile row is half outside, and tile counts padded to a multiple
-            // of 4), then odd sizes (one tile per invocation), batch 2.
+            // 3x3, stride 1, padding 1 with 16-33 channels (the direct kernels), then
+            // with 64+ (Winograd on the cpu-subgroup plan, weights transformed by
+            // conv2d itself): a width that is a multiple of 4 with an odd height (two
+            // tiles per invocation, the last tile row half outside, tile counts padded
+            // to a multiple of 4), then odd sizes and batch 2 (one tile per invocation).
             (1, 16, 8, 8, 16, 3, 1, 1, true),
             (1, 24, 5, 12, 32, 3, 1, 1, true),
             (2, 20, 7, 9, 18, 3, 1, 1, false),
-            (1, 16, 6, 6, 17, 3, 1, 1, true),
+            (1, 64, 5, 8, 72, 3, 1, 1, true),
+            (2, 66, 3, 5, 64, 3, 1, 1, false),
             // Halving 3x3 convs (stride 2, padding 1, even input widths, output widths a
             // multiple of 4): each lane owns four neighbouring pixels and reads nine
             // input columns per row from five words (8-lane subgroups), here with an
