@@ -217,6 +217,11 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker, plan: MatmulKernel) {
             // workgroup part-filled, a 1x1 channel tail).
             (2, 5, 7, 12, 10, 3, 1, 1, false),
             (1, 70, 4, 8, 12, 1, 1, 0, true),
+            // 1x1 with C_in and H * W multiples of 4: the 8-lane plans run these on the
+            // quad matmul (weights shared by the batch items, bias per output row), here
+            // with batch 2, then a part-filled output-channel tile without bias.
+            (2, 68, 5, 4, 20, 1, 1, 0, true),
+            (1, 8, 3, 4, 9, 1, 1, 0, false),
             // Stride 2 over rows of three 8-pixel blocks, the last part-filled (the
             // blocked kernel's 17 input columns per row).
             (1, 6, 9, 37, 10, 3, 2, 1, true),
