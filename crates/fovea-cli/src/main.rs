@@ -18,6 +18,14 @@ mod pipeline_list;
 mod prune_report;
 mod runtime_dir;
 
+/// Printed by `generate` when no earlier run with this model left a pipeline list on
+/// this adapter: drivers then compile each kernel when it is first used, which on
+/// lavapipe with an empty Mesa shader cache made the README's generation 17.8 s instead
+/// of ~7 (2-core machine, docs/PERFORMANCE.md).
+const FIRST_RUN_NOTE: &str = "first run of this model on this adapter: the driver compiles \
+fovea's kernels as they are first needed, so the first steps are slower (on a 2-core CPU \
+with lavapipe, about 10 s more); later runs reuse them";
+
 #[derive(Parser)]
 #[command(
     name = "fovea",
@@ -449,12 +457,16 @@ fn generate(args: GenerateArgs) -> Result<(), String> {
             .as_ref()
             .map(|d| std::fs::canonicalize(d).unwrap_or_else(|_| d.clone())),
     );
-    pipeline_list::warm(&gpu, &setup);
+    let first_run = pipeline_list::warm(&gpu, &setup).is_none();
     eprintln!(
         "adapter: {} ({:?}), {dtype}",
         gpu.adapter_info().name,
         gpu.adapter_info().backend
     );
+    if first_run {
+        // The first steps would otherwise sit at "step 1" with no word of why.
+        eprintln!("{FIRST_RUN_NOTE}");
+    }
     let load_start = std::time::Instant::now();
     eprintln!("model: {}", model.display());
     let mut sd = StableDiffusion::load(&gpu, &model, dtype).map_err(|e| e.to_string())?;

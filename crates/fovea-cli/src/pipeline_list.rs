@@ -47,14 +47,11 @@ fn path(gpu: &Gpu, setup: &str) -> Option<PathBuf> {
 }
 
 /// Starts compiling the pipelines the last run with this `setup` on this adapter used;
-/// returns how many were queued.
-pub fn warm(gpu: &Gpu, setup: &str) -> usize {
-    let Some(path) = path(gpu, setup) else {
-        return 0;
-    };
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return 0;
-    };
+/// returns how many were queued, or `None` when there is no list (no earlier run here,
+/// or no cache directory).
+pub fn warm(gpu: &Gpu, setup: &str) -> Option<usize> {
+    let path = path(gpu, setup)?;
+    let text = std::fs::read_to_string(&path).ok()?;
     let mut entries: Vec<(f64, &str)> = text
         .lines()
         .map(str::trim)
@@ -68,7 +65,7 @@ pub fn warm(gpu: &Gpu, setup: &str) -> usize {
     let labels: Vec<&str> = entries.into_iter().map(|(_, l)| l).collect();
     let queued = gpu.warm_pipelines(&labels);
     log::info!("compiling {queued} pipelines ahead from {}", path.display());
-    queued
+    Some(queued)
 }
 
 /// Records the pipelines this run used for the next one (written whole, then renamed
