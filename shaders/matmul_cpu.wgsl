@@ -8,8 +8,9 @@
 // col0 + l + LANES * j. Each k step loads the ROWS lhs values once for the whole
 // workgroup and COLS rhs values per lane, for ROWS * COLS FMAs per lane:
 //   SUBGROUP=0: the lhs values are workgroup-uniform loads (one scalar load each).
-//   SUBGROUP=1: subgroup lane i loads row i's value and subgroupBroadcast shares it
-//               (needs a subgroup of exactly LANES = ROWS = 8 invocations).
+//   SUBGROUP=1: subgroup lane i loads row i of each group of 8 rows and
+//               subgroupBroadcast shares it (needs a subgroup of exactly LANES = 8
+//               invocations).
 // QUADS=1 (the Linear layout: lhs (M, K) and rhs (N, K), K a multiple of 4): each load
 // brings four consecutive K values (`Quad`: two 32-bit words of f16 pairs, or a vec4 of
 // f32). On lavapipe a lane-varying load is a loop over the lanes whose cost grows far
@@ -25,7 +26,16 @@
 // iterations in total.
 
 const LANES: u32 = 8u;
-const ROWS: u32 = 8u;
+// Rows per group: the workgroup's ROWS rows are ROW_GROUPS groups of 8 (ROW_GROUPS, a
+// define, is 1 unless SUBGROUP=1 and QUADS=1; at most MAX_ROW_GROUPS). With SUBGROUP=1
+// lane i loads row i of each group. More rows per workgroup mean more FMAs per loaded
+// rhs value; on lavapipe the accumulators then spill to the stack, which costs far less
+// than the per-lane operand loads they save. Each group's code is written out under
+// `if ROW_GROUPS > g` (a constant condition) so that every index into the accumulators
+// is a constant: one loop left with an indexed accumulator puts them all in memory.
+const GROUP: u32 = 8u;
+const MAX_ROW_GROUPS: u32 = 4u;
+const ROWS: u32 = GROUP * ROW_GROUPS;
 const COLS: u32 = 4u;
 const K_UNROLL: u32 = 4u;
 
@@ -74,114 +84,167 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> out: array<elem>;
 #endif
 
-// Operand offsets at k = 0: SUBGROUP=1 keeps this lane's row, SUBGROUP=0 all ROWS rows.
+// Operand offsets at k = 0: SUBGROUP=1 keeps this lane's row of each group, SUBGROUP=0
+// the 8 rows of its one group.
 #if SUBGROUP
-alias LhsOffsets = u32;
+const LHS_OFFSETS: u32 = MAX_ROW_GROUPS;
 #else
-alias LhsOffsets = array<u32, ROWS>;
+const LHS_OFFSETS: u32 = GROUP;
 #endif
-alias Acc = array<array<f32, COLS>, ROWS>;
+alias LhsOffsets = array<u32, LHS_OFFSETS>;
+alias Acc = array<array<array<f32, COLS>, GROUP>, MAX_ROW_GROUPS>;
+
+#if SUBGROUP
+// Lane i's value to every lane, for i = 0..7.
+fn share8(mine: vec4<f32>) -> array<vec4<f32>, GROUP> {
+    return array<vec4<f32>, GROUP>(
+        subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u), subgroupBroadcast(mine, 2u),
+        subgroupBroadcast(mine, 3u), subgroupBroadcast(mine, 4u), subgroupBroadcast(mine, 5u),
+        subgroupBroadcast(mine, 6u), subgroupBroadcast(mine, 7u),
+    );
+}
+#endif
 
 #if QUADS
-// The ROWS lhs quads of quad q of K (offsets in quads).
-fn lhs_quads(a_off: LhsOffsets, q: u32) -> array<vec4<f32>, ROWS> {
-    var a: array<vec4<f32>, ROWS>;
+// Group g's 8 lhs quads of quad q of K (offsets in quads).
+fn lhs_quads(a_off: LhsOffsets, g: u32, q: u32) -> array<vec4<f32>, GROUP> {
 #if SUBGROUP
-    let mine = quad_values(lhs[a_off + q]);
-    a[0] = subgroupBroadcast(mine, 0u);
-    a[1] = subgroupBroadcast(mine, 1u);
-    a[2] = subgroupBroadcast(mine, 2u);
-    a[3] = subgroupBroadcast(mine, 3u);
-    a[4] = subgroupBroadcast(mine, 4u);
-    a[5] = subgroupBroadcast(mine, 5u);
-    a[6] = subgroupBroadcast(mine, 6u);
-    a[7] = subgroupBroadcast(mine, 7u);
+    return share8(quad_values(lhs[a_off[g] + q]));
 #else
-    for (var i = 0u; i < ROWS; i++) {
+    var a: array<vec4<f32>, GROUP>;
+    for (var i = 0u; i < GROUP; i++) {
         a[i] = quad_values(lhs[a_off[i] + q]);
     }
-#endif
     return a;
+#endif
 }
 
 #if TRANS_B
+// Group g's accumulators += its lhs quads times this lane's COLS rhs quads (four k
+// steps, in k order as the one-element loop adds them).
+fn group_quads(acc: ptr<function, Acc>, g: u32, a: array<vec4<f32>, GROUP>, b: array<vec4<f32>, COLS>) {
+    for (var i = 0u; i < GROUP; i++) {
+        for (var j = 0u; j < COLS; j++) {
+            var c = (*acc)[g][i][j];
+            c = fma(a[i].x, b[j].x, c);
+            c = fma(a[i].y, b[j].y, c);
+            c = fma(a[i].z, b[j].z, c);
+            (*acc)[g][i][j] = fma(a[i].w, b[j].w, c);
+        }
+    }
+}
+
 // Four k steps (quad q of K): this lane's COLS rhs quads times the ROWS lhs quads. The
 // offsets count quads.
 fn quad_step(acc: ptr<function, Acc>, a_off: LhsOffsets, b_off: array<u32, COLS>, q: u32) {
-    let a = lhs_quads(a_off, q);
     var b: array<vec4<f32>, COLS>;
     for (var j = 0u; j < COLS; j++) {
         b[j] = quad_values(rhs[b_off[j] + q]);
     }
-    // In k order, as the one-element loop adds them.
-    for (var i = 0u; i < ROWS; i++) {
-        for (var j = 0u; j < COLS; j++) {
-            var c = (*acc)[i][j];
-            c = fma(a[i].x, b[j].x, c);
-            c = fma(a[i].y, b[j].y, c);
-            c = fma(a[i].z, b[j].z, c);
-            (*acc)[i][j] = fma(a[i].w, b[j].w, c);
-        }
+    group_quads(acc, 0u, lhs_quads(a_off, 0u, q), b);
+    if ROW_GROUPS > 1u {
+        group_quads(acc, 1u, lhs_quads(a_off, 1u, q), b);
+    }
+    if ROW_GROUPS > 2u {
+        group_quads(acc, 2u, lhs_quads(a_off, 2u, q), b);
+    }
+    if ROW_GROUPS > 3u {
+        group_quads(acc, 3u, lhs_quads(a_off, 3u, q), b);
     }
 }
 #else
+// Group g's accumulators += its lhs quads times the four rhs rows' quads holding this
+// lane's four columns (four k steps).
+fn group_cols(acc: ptr<function, Acc>, g: u32, a: array<vec4<f32>, GROUP>, b: array<vec4<f32>, 4>) {
+    for (var i = 0u; i < GROUP; i++) {
+        for (var j = 0u; j < COLS; j++) {
+            var c = (*acc)[g][i][j];
+            c = fma(a[i].x, b[0][j], c);
+            c = fma(a[i].y, b[1][j], c);
+            c = fma(a[i].z, b[2][j], c);
+            (*acc)[g][i][j] = fma(a[i].w, b[3][j], c);
+        }
+    }
+}
+
 // Four k steps (quad q of K) of the (K, N) layout: this lane's four columns are one quad
 // of each of the four rhs rows (b_off: the lane's quad in row 0; row_quads: quads per
 // row).
 fn quad_step_cols(acc: ptr<function, Acc>, a_off: LhsOffsets, b_off: u32, row_quads: u32, q: u32) {
-    let a = lhs_quads(a_off, q);
-    let b = b_off + 4u * q * row_quads;
-    let b0 = quad_values(rhs[b]);
-    let b1 = quad_values(rhs[b + row_quads]);
-    let b2 = quad_values(rhs[b + 2u * row_quads]);
-    let b3 = quad_values(rhs[b + 3u * row_quads]);
-    for (var i = 0u; i < ROWS; i++) {
-        for (var j = 0u; j < COLS; j++) {
-            var c = (*acc)[i][j];
-            c = fma(a[i].x, b0[j], c);
-            c = fma(a[i].y, b1[j], c);
-            c = fma(a[i].z, b2[j], c);
-            (*acc)[i][j] = fma(a[i].w, b3[j], c);
-        }
+    let r = b_off + 4u * q * row_quads;
+    let b = array<vec4<f32>, 4>(
+        quad_values(rhs[r]),
+        quad_values(rhs[r + row_quads]),
+        quad_values(rhs[r + 2u * row_quads]),
+        quad_values(rhs[r + 3u * row_quads]),
+    );
+    group_cols(acc, 0u, lhs_quads(a_off, 0u, q), b);
+    if ROW_GROUPS > 1u {
+        group_cols(acc, 1u, lhs_quads(a_off, 1u, q), b);
+    }
+    if ROW_GROUPS > 2u {
+        group_cols(acc, 2u, lhs_quads(a_off, 2u, q), b);
+    }
+    if ROW_GROUPS > 3u {
+        group_cols(acc, 3u, lhs_quads(a_off, 3u, q), b);
     }
 }
 #endif
 #else
-// The ROWS lhs values of one k step (a_k = k times the k step).
-fn lhs_values(a_off: LhsOffsets, a_k: u32) -> array<f32, ROWS> {
-    var a: array<f32, ROWS>;
+// The 8 lhs values of one k step (a_k = k times the k step). Without quads the
+// workgroup has one group (ROW_GROUPS=1).
+fn lhs_values(a_off: LhsOffsets, a_k: u32) -> array<f32, GROUP> {
 #if SUBGROUP
-    let mine = f32(lhs[a_off + a_k]);
-    a[0] = subgroupBroadcast(mine, 0u);
-    a[1] = subgroupBroadcast(mine, 1u);
-    a[2] = subgroupBroadcast(mine, 2u);
-    a[3] = subgroupBroadcast(mine, 3u);
-    a[4] = subgroupBroadcast(mine, 4u);
-    a[5] = subgroupBroadcast(mine, 5u);
-    a[6] = subgroupBroadcast(mine, 6u);
-    a[7] = subgroupBroadcast(mine, 7u);
+    let mine = f32(lhs[a_off[0] + a_k]);
+    return array<f32, GROUP>(
+        subgroupBroadcast(mine, 0u), subgroupBroadcast(mine, 1u), subgroupBroadcast(mine, 2u),
+        subgroupBroadcast(mine, 3u), subgroupBroadcast(mine, 4u), subgroupBroadcast(mine, 5u),
+        subgroupBroadcast(mine, 6u), subgroupBroadcast(mine, 7u),
+    );
 #else
-    for (var i = 0u; i < ROWS; i++) {
+    var a: array<f32, GROUP>;
+    for (var i = 0u; i < GROUP; i++) {
         a[i] = f32(lhs[a_off[i] + a_k]);
     }
-#endif
     return a;
+#endif
 }
 
-// One k step: this lane's COLS rhs values times the ROWS lhs values.
+// One k step: this lane's COLS rhs values times the 8 lhs values.
 fn k_step(acc: ptr<function, Acc>, a_off: LhsOffsets, b_off: array<u32, COLS>, a_k: u32, b_k: u32) {
     let a = lhs_values(a_off, a_k);
     var b: array<f32, COLS>;
     for (var j = 0u; j < COLS; j++) {
         b[j] = f32(rhs[b_off[j] + b_k]);
     }
-    for (var i = 0u; i < ROWS; i++) {
+    for (var i = 0u; i < GROUP; i++) {
         for (var j = 0u; j < COLS; j++) {
-            (*acc)[i][j] = fma(a[i], b[j], (*acc)[i][j]);
+            (*acc)[0][i][j] = fma(a[i], b[j], (*acc)[0][i][j]);
         }
     }
 }
 
+#endif
+
+#if QUADS
+// Stores group g's rows (from row g0 on) of the lane's four neighbouring columns (from
+// col on), one quad per row (N is a multiple of 4, so the quad lies inside the row): a
+// quarter of the stores, each costing on lavapipe what a one-element store does.
+fn store_group(acc: ptr<function, Acc>, g: u32, g0: u32, col: u32, c_base: u32, col_bias: vec4<f32>) {
+    for (var i = 0u; i < GROUP; i++) {
+        let row = g0 + i;
+        if row >= params.m {
+            break;
+        }
+        var v = params.alpha * vec4<f32>((*acc)[g][i][0], (*acc)[g][i][1], (*acc)[g][i][2], (*acc)[g][i][3]);
+        if params.bias_mode == 1u {
+            v += col_bias;
+        } else if params.bias_mode == 2u {
+            v += f32(bias[row]);
+        }
+        out[(c_base + row * params.ldc + col) / 4u] = quad_of(v);
+    }
+}
 #endif
 
 // The output column of this lane's accumulator column j.
@@ -223,11 +286,20 @@ fn matmul_cpu(
     let b_step = params.ldb;
     let b_col_stride = 1u;
 #endif
-#if SUBGROUP
-    let a_off = a_base + min(row0 + sg_lane, last_row) * a_row_stride;
-#else
     var a_off: LhsOffsets;
-    for (var i = 0u; i < ROWS; i++) {
+#if SUBGROUP
+    a_off[0] = a_base + min(row0 + sg_lane, last_row) * a_row_stride;
+    if ROW_GROUPS > 1u {
+        a_off[1] = a_base + min(row0 + GROUP + sg_lane, last_row) * a_row_stride;
+    }
+    if ROW_GROUPS > 2u {
+        a_off[2] = a_base + min(row0 + 2u * GROUP + sg_lane, last_row) * a_row_stride;
+    }
+    if ROW_GROUPS > 3u {
+        a_off[3] = a_base + min(row0 + 3u * GROUP + sg_lane, last_row) * a_row_stride;
+    }
+#else
+    for (var i = 0u; i < GROUP; i++) {
         a_off[i] = a_base + min(row0 + i, last_row) * a_row_stride;
     }
 #endif
@@ -241,14 +313,10 @@ fn matmul_cpu(
     // Offsets in quads (the host guarantees K a multiple of 4, so every row and batch
     // item starts on a quad), one quad per iteration.
     let quads = params.k / 4u;
-#if SUBGROUP
-    let a_quad = a_off / 4u;
-#else
     var a_quad: LhsOffsets;
-    for (var i = 0u; i < ROWS; i++) {
+    for (var i = 0u; i < LHS_OFFSETS; i++) {
         a_quad[i] = a_off[i] / 4u;
     }
-#endif
 #if TRANS_B
     var b_quad: array<u32, COLS>;
     for (var j = 0u; j < COLS; j++) {
@@ -284,9 +352,6 @@ fn matmul_cpu(
 
     let c_base = batch * params.c_batch_stride;
 #if QUADS
-    // The lane's four neighbouring columns, stored as one quad per row (N is a multiple
-    // of 4, so the quad lies inside the row): a quarter of the stores, each costing on
-    // lavapipe what a one-element store does.
     let col = col0 + 4u * lane;
     if col < params.n {
         var col_bias = vec4<f32>(0.0);
@@ -298,22 +363,19 @@ fn matmul_cpu(
                 f32(bias[col + 3u]),
             );
         }
-        for (var i = 0u; i < ROWS; i++) {
-            let row = row0 + i;
-            if row >= params.m {
-                break;
-            }
-            var v = params.alpha * vec4<f32>(acc[i][0], acc[i][1], acc[i][2], acc[i][3]);
-            if params.bias_mode == 1u {
-                v += col_bias;
-            } else if params.bias_mode == 2u {
-                v += f32(bias[row]);
-            }
-            out[(c_base + row * params.ldc + col) / 4u] = quad_of(v);
+        store_group(&acc, 0u, row0, col, c_base, col_bias);
+        if ROW_GROUPS > 1u {
+            store_group(&acc, 1u, row0 + GROUP, col, c_base, col_bias);
+        }
+        if ROW_GROUPS > 2u {
+            store_group(&acc, 2u, row0 + 2u * GROUP, col, c_base, col_bias);
+        }
+        if ROW_GROUPS > 3u {
+            store_group(&acc, 3u, row0 + 3u * GROUP, col, c_base, col_bias);
         }
     }
 #else
-    for (var i = 0u; i < ROWS; i++) {
+    for (var i = 0u; i < GROUP; i++) {
         let row = row0 + i;
         if row >= params.m {
             break;
@@ -321,7 +383,7 @@ fn matmul_cpu(
         for (var j = 0u; j < COLS; j++) {
             let col = lane_col(col0, lane, j);
             if col < params.n {
-                var v = params.alpha * acc[i][j];
+                var v = params.alpha * acc[0][i][j];
                 if params.bias_mode == 1u {
                     v += f32(bias[col]);
                 } else if params.bias_mode == 2u {

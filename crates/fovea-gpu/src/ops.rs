@@ -128,6 +128,21 @@ fn matmul_cpu_quads(opts: MatmulOptions, k: usize, n: usize) -> bool {
     !opts.trans_a && k.is_multiple_of(4) && n.is_multiple_of(4)
 }
 
+/// Groups of 8 rows per `matmul_cpu` workgroup (its `ROW_GROUPS` define, 1 to 4) for M
+/// rows. Only the quad loads shared by subgroup broadcasts (`wide`) take more than one.
+/// A workgroup of g groups costs about g + 4/7 units on lavapipe (1024^3 on one
+/// thread: 89.5, 72.0, 67.2 and 64.5 ms for 1 to 4 groups): the count with the
+/// cheapest workgroups over M wins, the larger on a tie.
+fn matmul_cpu_row_groups(wide: bool, m: usize) -> usize {
+    if !wide {
+        return 1;
+    }
+    (1..=4)
+        .rev()
+        .min_by_key(|&g| m.div_ceil(8 * g) * (7 * g + 4))
+        .expect("a non-empty range")
+}
+
 /// Whether `conv2d_cpu` gives each lane four neighbouring pixels and loads the input and
 /// weights two elements at a time (its `PAIRS` variant), and for which stride: 1 for
 /// stride 1 (a width that is a multiple of 4 kept by the convolution, so a lane's pixels
@@ -680,20 +695,30 @@ impl Batch {
                 key("matmul", dtype, &[], "matmul")?,
                 [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32],
             ),
-            cpu @ (MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup) => (
-                key(
-                    "matmul_cpu",
-                    dtype,
-                    &[
-                        ("TRANS_A", opts.trans_a as u32),
-                        ("TRANS_B", opts.trans_b as u32),
-                        ("SUBGROUP", (cpu == MatmulKernel::CpuSubgroup) as u32),
-                        ("QUADS", matmul_cpu_quads(opts, k, n) as u32),
+            cpu @ (MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup) => {
+                let subgroup = cpu == MatmulKernel::CpuSubgroup;
+                let quads = matmul_cpu_quads(opts, k, n);
+                let row_groups = matmul_cpu_row_groups(subgroup && quads, m);
+                (
+                    key(
+                        "matmul_cpu",
+                        dtype,
+                        &[
+                            ("TRANS_A", opts.trans_a as u32),
+                            ("TRANS_B", opts.trans_b as u32),
+                            ("SUBGROUP", subgroup as u32),
+                            ("QUADS", quads as u32),
+                            ("ROW_GROUPS", row_groups as u32),
+                        ],
+                        "matmul_cpu",
+                    )?,
+                    [
+                        n.div_ceil(32) as u32,
+                        m.div_ceil(8 * row_groups) as u32,
+                        batch as u32,
                     ],
-                    "matmul_cpu",
-                )?,
-                [n.div_ceil(32) as u32, m.div_ceil(8) as u32, batch as u32],
-            ),
+                )
+            }
             MatmulKernel::CpuBlocked => (
                 key("matmul_blocked", dtype, &[], "matmul_blocked")?,
                 [n.div_ceil(32) as u32, m.div_ceil(32) as u32, batch as u32],
@@ -1483,5 +1508,31 @@ mod tests {
         assert!(broadcast_shapes("t", &[2, 3], &[4]).is_err());
         assert_eq!(broadcast_strides(&[4]), [0, 0, 0, 1]);
         assert_eq!(broadcast_strides(&[2, 1, 4]), [0, 4, 0, 1]);
+    }
+
+    #[test]
+    fn matmul_row_groups_follow_the_cost_of_a_workgroup() {
+        // Without shared quad loads: always one group.
+        assert_eq!(matmul_cpu_row_groups(false, 2048), 1);
+        // (M, groups): tiny M keeps 8 rows; the models' token counts take 32; an M
+        // just past a tile takes the count that wastes fewest rows (77: 80 rows in
+        // groups of 16, against 96 in groups of 32).
+        for (m, groups) in [
+            (1, 1),
+            (8, 1),
+            (9, 2),
+            (16, 2),
+            (20, 3),
+            (24, 3),
+            (32, 4),
+            (40, 3),
+            (64, 4),
+            (77, 2),
+            (90, 4),
+            (154, 4),
+            (2048, 4),
+        ] {
+            assert_eq!(matmul_cpu_row_groups(true, m), groups, "M = {m}");
+        }
     }
 }

@@ -139,6 +139,11 @@ fn matmul_matches_reference_with_long_k() {
                 c.seed,
                 block_on(c.matmul(2, 11, 5, 4099, true, false, false, true, dt)),
             );
+            // Quads with three groups of 8 rows per workgroup (N a multiple of 4 too).
+            expect_pass(
+                c.seed,
+                block_on(c.matmul(1, 40, 16, 8204, false, true, true, false, dt)),
+            );
         }
     }
 }
@@ -163,6 +168,15 @@ fn matmul_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             // four neighbouring columns (one quad per k), the last workgroup part-filled.
             (2, 9, 36, 12, false, false, true, false),
             (2, 10, 44, 20, false, false, false, true),
+            // Quads in both layouts on 8-lane subgroups take 1 to 4 groups of 8 rows
+            // per workgroup by M (matmul_cpu's ROW_GROUPS): 4 groups with the last tile
+            // holding 26 rows (its fourth group 2), 3 groups with a second tile of one
+            // group, 2 groups part-filled.
+            (2, 90, 40, 36, false, true, true, false),
+            (1, 40, 12, 8, false, true, false, true),
+            (2, 13, 8, 20, false, true, true, true),
+            (2, 90, 36, 20, false, false, true, true),
+            (1, 40, 8, 12, false, false, false, false),
         ];
         for (batch, m, n, k, ta, tb, bias, bb) in cases {
             expect_pass(
@@ -176,6 +190,9 @@ fn matmul_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             (2, 19, 24, 12, true),
             (1, 10, 36, 8, false),
             (1, 9, 7, 5, false),
+            // Four and three row groups per workgroup (see above).
+            (1, 90, 16, 8, true),
+            (2, 40, 8, 12, false),
         ] {
             expect_pass(
                 c.seed,

@@ -415,14 +415,15 @@ fn profiled_batches_time_each_op() {
     }
     let labels: Vec<&str> = timings.iter().map(|t| t.label.as_str()).collect();
     // The label names the variant the device's kernel plan chose (64 x 64: the
-    // software kernels load four neighbouring columns at a time).
+    // software kernels load four neighbouring columns at a time, and with 8-lane
+    // subgroups take 32 rows per workgroup).
     let matmul = match g.kernel_plan().matmul {
         MatmulKernel::Tiled => "matmul:f32/matmul",
         MatmulKernel::CpuUniform => {
-            "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=0,QUADS=1/matmul_cpu"
+            "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=0,QUADS=1,ROW_GROUPS=1/matmul_cpu"
         }
         MatmulKernel::CpuSubgroup => {
-            "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=1,QUADS=1/matmul_cpu"
+            "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=1,QUADS=1,ROW_GROUPS=4/matmul_cpu"
         }
         MatmulKernel::CpuBlocked => "matmul_blocked:f32/matmul_blocked",
     };

@@ -146,8 +146,9 @@ pub const MATMUL: Kernel = Kernel {
     define_sets: &[&[]],
 };
 
-/// Batched matmul for the software (CPU) adapter class: no workgroup memory, 8 rows x 32
-/// columns per 8-lane workgroup. `TRANS_A`/`TRANS_B` fix the stored layouts;
+/// Batched matmul for the software (CPU) adapter class: no workgroup memory, 8 *
+/// `ROW_GROUPS` rows x 32 columns per 8-lane workgroup (`ROW_GROUPS` 1 to 4 with
+/// `SUBGROUP=1` and `QUADS=1`, chosen by M; 1 otherwise). `TRANS_A`/`TRANS_B` fix the stored layouts;
 /// `SUBGROUP=1` shares lhs values with `subgroupBroadcast` (needs subgroups of exactly
 /// 8 invocations), `SUBGROUP=0` loads them workgroup-uniformly (any adapter; chosen
 /// by none by default, see `MatmulKernel::CpuUniform`).
@@ -164,72 +165,126 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("TRANS_B", 0),
             ("SUBGROUP", 0),
             ("QUADS", 0),
+            ("ROW_GROUPS", 1),
         ],
         &[
             ("TRANS_A", 0),
             ("TRANS_B", 1),
             ("SUBGROUP", 0),
             ("QUADS", 0),
+            ("ROW_GROUPS", 1),
         ],
         &[
             ("TRANS_A", 1),
             ("TRANS_B", 0),
             ("SUBGROUP", 0),
             ("QUADS", 0),
+            ("ROW_GROUPS", 1),
         ],
         &[
             ("TRANS_A", 1),
             ("TRANS_B", 1),
             ("SUBGROUP", 0),
             ("QUADS", 0),
+            ("ROW_GROUPS", 1),
         ],
         &[
             ("TRANS_A", 0),
             ("TRANS_B", 0),
             ("SUBGROUP", 1),
             ("QUADS", 0),
+            ("ROW_GROUPS", 1),
         ],
         &[
             ("TRANS_A", 0),
             ("TRANS_B", 1),
             ("SUBGROUP", 1),
             ("QUADS", 0),
+            ("ROW_GROUPS", 1),
         ],
         &[
             ("TRANS_A", 1),
             ("TRANS_B", 0),
             ("SUBGROUP", 1),
             ("QUADS", 0),
+            ("ROW_GROUPS", 1),
         ],
         &[
             ("TRANS_A", 1),
             ("TRANS_B", 1),
             ("SUBGROUP", 1),
             ("QUADS", 0),
+            ("ROW_GROUPS", 1),
         ],
         &[
             ("TRANS_A", 0),
             ("TRANS_B", 1),
             ("SUBGROUP", 0),
             ("QUADS", 1),
+            ("ROW_GROUPS", 1),
         ],
         &[
             ("TRANS_A", 0),
             ("TRANS_B", 1),
             ("SUBGROUP", 1),
             ("QUADS", 1),
+            ("ROW_GROUPS", 1),
         ],
         &[
             ("TRANS_A", 0),
             ("TRANS_B", 0),
             ("SUBGROUP", 0),
             ("QUADS", 1),
+            ("ROW_GROUPS", 1),
         ],
         &[
             ("TRANS_A", 0),
             ("TRANS_B", 0),
             ("SUBGROUP", 1),
             ("QUADS", 1),
+            ("ROW_GROUPS", 1),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 2),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 3),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 4),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 0),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 2),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 0),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 3),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 0),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 4),
         ],
     ],
 };
