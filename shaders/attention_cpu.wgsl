@@ -4,14 +4,16 @@
 //
 // There an invocation is one SIMD lane and a workgroup runs on one CPU thread. This
 // kernel uses no workgroup memory and no barriers: a workgroup is one subgroup of
-// LANES = 8 invocations that owns QUERIES = 16 consecutive queries of one head, two per
-// lane (queries i and i + 8: their scaled q rows and output accumulators in registers),
-// and walks the keys in blocks of KEY_BLOCK = 8. Lane i loads key row i of the block (a
-// lane-varying load: one scalar load per lane) and subgroupBroadcast hands each loaded
-// vec4 to all 8 lanes, so a loaded value feeds 16 queries; the value rows likewise.
+// LANES = 8 invocations that owns QUERIES = 8 * QPL consecutive queries of one head,
+// QPL (2 or 4, the QUERY_GROUPS define) per lane (queries i, i + 8, ...: their scaled q
+// rows and output accumulators in registers, or spilled to the stack), and walks the
+// keys in blocks of KEY_BLOCK = 8. Lane i loads key row i of the block (a lane-varying
+// load: one scalar load per lane) and subgroupBroadcast hands each loaded vec4 to all 8
+// lanes, so a loaded value feeds QUERIES queries; the value rows likewise.
 // (One query per lane fed 8: on one lavapipe thread the default UNet's 16-wide
 // self-attentions took 93-100 ms per guided step that way, 66 ms with two, as lavapipe
-// spends most of this kernel on those loads. Loads at workgroup-uniform addresses inside
+// spends most of this kernel on those loads; for narrow heads the exps and FMAs then
+// outweigh the loads, and four queries per lane pay from a head dim of 32 on. Loads at workgroup-uniform addresses inside
 // the key loop were measured no faster than the tiled kernel: llvmpipe still issues them
 // per lane there.) Per key a lane does 4 * HEAD_DIM FMAs and two exps; each query's
 // running-max rescale costs one more exp per block.
@@ -33,8 +35,13 @@
 // entropy_reduce in attention_heads.wgsl sums them.
 
 const LANES: u32 = 8u;
-// Queries per workgroup: two per lane (attention.rs's CPU_QUERY_TILE).
-const QUERIES: u32 = 2u * LANES;
+// Queries per lane (QPL, 2 or 4): query p of lane i is the workgroup's query i + 8p.
+const QPL: u32 = QUERY_GROUPS;
+// Per-query arrays hold MAX_QPL entries (the code for queries 2 and 3 sits under
+// `if QPL > 2u`, which must index in bounds); those past QPL are never used.
+const MAX_QPL: u32 = 4u;
+// Queries per workgroup (attention.rs's cpu_query_tile).
+const QUERIES: u32 = QPL * LANES;
 const KEY_BLOCK: u32 = 8u;
 const D4: u32 = HEAD_DIM / 4u;
 const MASKED: f32 = -3.0e38;
@@ -84,6 +91,7 @@ struct Params {
 #endif
 
 alias Row = array<vec4<f32>, D4>;
+alias Rows = array<Row, MAX_QPL>;
 
 // Elements c .. c + 3 of k and of v.
 fn k_quad(c: u32) -> vec4<f32> {
@@ -134,30 +142,42 @@ fn weigh8(acc: vec4<f32>, lo: vec4<f32>, hi: vec4<f32>, v: array<vec4<f32>, 8>) 
     return fma(vec4<f32>(hi.w), v[7], a);
 }
 
-// The 8 scores of a key block for both of this lane's queries (a, b): lane i loads key
-// row i's values (row_mine is where its row starts) and subgroupBroadcast hands them to
-// every lane. Returns keys 0-3 and 4-7 of query a, then of query b.
-fn block_scores(qa: ptr<function, Row>, qb: ptr<function, Row>, row_mine: u32) -> array<vec4<f32>, 4> {
-    var r: array<vec4<f32>, 4>;
+// The 8 scores of a key block for each of this lane's queries: lane i loads key row i's
+// values (row_mine is where its row starts) and subgroupBroadcast hands them to every
+// lane. Returns keys 0-3 and 4-7 of query 0, then of query 1, ...
+fn block_scores(q: ptr<function, Rows>, row_mine: u32) -> array<vec4<f32>, 2 * MAX_QPL> {
+    var r: array<vec4<f32>, 2 * MAX_QPL>;
     for (var c4 = 0u; c4 < D4; c4++) {
         let k = broadcast8(k_quad(row_mine + c4 * 4u));
-        let sa = dots8((*qa)[c4], k);
-        let sb = dots8((*qb)[c4], k);
-        r[0] += sa[0];
-        r[1] += sa[1];
-        r[2] += sb[0];
-        r[3] += sb[1];
+        let s0 = dots8((*q)[0][c4], k);
+        r[0] += s0[0];
+        r[1] += s0[1];
+        let s1 = dots8((*q)[1][c4], k);
+        r[2] += s1[0];
+        r[3] += s1[1];
+        if QPL > 2u {
+            let s2 = dots8((*q)[2][c4], k);
+            r[4] += s2[0];
+            r[5] += s2[1];
+            let s3 = dots8((*q)[3][c4], k);
+            r[6] += s3[0];
+            r[7] += s3[1];
+        }
     }
     return r;
 }
 
-// acc_a, acc_b += the block's probabilities (as block_scores returns them) times its
-// value rows, shared as in block_scores.
-fn block_accumulate(acc_a: ptr<function, Row>, acc_b: ptr<function, Row>, p: array<vec4<f32>, 4>, row_mine: u32) {
+// Each query's acc += the block's probabilities (as block_scores returns them) times
+// its value rows, shared as in block_scores.
+fn block_accumulate(acc: ptr<function, Rows>, p: array<vec4<f32>, 2 * MAX_QPL>, row_mine: u32) {
     for (var c4 = 0u; c4 < D4; c4++) {
         let v = broadcast8(v_quad(row_mine + c4 * 4u));
-        (*acc_a)[c4] = weigh8((*acc_a)[c4], p[0], p[1], v);
-        (*acc_b)[c4] = weigh8((*acc_b)[c4], p[2], p[3], v);
+        (*acc)[0][c4] = weigh8((*acc)[0][c4], p[0], p[1], v);
+        (*acc)[1][c4] = weigh8((*acc)[1][c4], p[2], p[3], v);
+        if QPL > 2u {
+            (*acc)[2][c4] = weigh8((*acc)[2][c4], p[4], p[5], v);
+            (*acc)[3][c4] = weigh8((*acc)[3][c4], p[6], p[7], v);
+        }
     }
 }
 
@@ -171,30 +191,30 @@ struct Run {
 
 // Folds a block's scores (keys 0-3, 4-7; live_lo/hi: which attend) into one query's
 // state; returns the probabilities and leaves acc rescaled.
-fn fold_block(run: ptr<function, Run>, acc: ptr<function, Row>, s_lo_in: vec4<f32>, s_hi_in: vec4<f32>,
-              live_lo: vec4<bool>, live_hi: vec4<bool>) -> array<vec4<f32>, 2> {
+fn fold_block(runs: ptr<function, array<Run, MAX_QPL>>, accs: ptr<function, Rows>, qp: u32, s_lo_in: vec4<f32>,
+              s_hi_in: vec4<f32>, live_lo: vec4<bool>, live_hi: vec4<bool>) -> array<vec4<f32>, 2> {
     let s_lo = select(vec4<f32>(MASKED), s_lo_in, live_lo);
     let s_hi = select(vec4<f32>(MASKED), s_hi_in, live_hi);
     let s_max = max(s_lo, s_hi);
-    let m_new = max((*run).m, max(max(s_max.x, s_max.y), max(s_max.z, s_max.w)));
-    let rescale = exp((*run).m - m_new);
+    let m_new = max((*runs)[qp].m, max(max(s_max.x, s_max.y), max(s_max.z, s_max.w)));
+    let rescale = exp((*runs)[qp].m - m_new);
     for (var c4 = 0u; c4 < D4; c4++) {
-        (*acc)[c4] *= rescale;
+        (*accs)[qp][c4] *= rescale;
     }
     let p_lo = select(vec4<f32>(0.0), exp(s_lo - vec4<f32>(m_new)), live_lo);
     let p_hi = select(vec4<f32>(0.0), exp(s_hi - vec4<f32>(m_new)), live_hi);
-    (*run).l = (*run).l * rescale + dot(p_lo + p_hi, vec4<f32>(1.0));
-    (*run).t = (*run).t * rescale + dot(p_lo, s_lo) + dot(p_hi, s_hi);
-    (*run).m = m_new;
+    (*runs)[qp].l = (*runs)[qp].l * rescale + dot(p_lo + p_hi, vec4<f32>(1.0));
+    (*runs)[qp].t = (*runs)[qp].t * rescale + dot(p_lo, s_lo) + dot(p_hi, s_hi);
+    (*runs)[qp].m = m_new;
     return array<vec4<f32>, 2>(p_lo, p_hi);
 }
 
 // Writes one query's output row and entropy.
-fn finish(qi: u32, slot: u32, b: u32, h: u32, my_keys: u32, acc: ptr<function, Row>, run: Run) {
+fn finish(qi: u32, slot: u32, b: u32, h: u32, my_keys: u32, accs: ptr<function, Rows>, qp: u32, run: Run) {
     let ob = params.o_layout.x + b * params.o_layout.y + qi * params.o_layout.z + h * params.o_layout.w;
     let inv_l = 1.0 / run.l;
     for (var c4 = 0u; c4 < D4; c4++) {
-        let r = (*acc)[c4] * inv_l;
+        let r = (*accs)[qp][c4] * inv_l;
         let c = ob + c4 * 4u;
         out[c] = elem(r.x);
         out[c + 1u] = elem(r.y);
@@ -232,30 +252,41 @@ fn attention_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
     let b = slot / params.n_heads;
     let h = slot % params.n_heads;
-    // This lane's queries a and b (rows past the end clamped for loading, not stored).
-    let qa = wg.x * QUERIES + lane;
-    let qb = qa + LANES;
-    let qa_row = min(qa, params.n_q - 1u);
-    let qb_row = min(qb, params.n_q - 1u);
-    // Keys this workgroup visits: all of them, or up to its last query when causal; the
-    // keys each of this lane's queries attends to.
+    // This lane's queries (rows past the end clamped for loading, not stored), and the
+    // keys each attends to: all of them, or up to itself when causal; the keys this
+    // workgroup visits: up to its last query when causal.
+    var qi: array<u32, MAX_QPL>;
+    var q_rows: array<u32, MAX_QPL>;
+    var keys: array<u32, MAX_QPL>;
+    for (var p = 0u; p < QPL; p++) {
+        qi[p] = wg.x * QUERIES + lane + LANES * p;
+        q_rows[p] = min(qi[p], params.n_q - 1u);
+        keys[p] = params.n_k;
+        if params.causal == 1u {
+            keys[p] = min(params.n_k, q_rows[p] + 1u);
+        }
+    }
     var keys_needed = params.n_k;
-    var keys_a = params.n_k;
-    var keys_b = params.n_k;
     if params.causal == 1u {
         keys_needed = min(params.n_k, (wg.x + 1u) * QUERIES);
-        keys_a = min(params.n_k, qa_row + 1u);
-        keys_b = min(params.n_k, qb_row + 1u);
     }
     let q_base = params.q_layout.x + b * params.q_layout.y + h * params.q_layout.w;
-    var q_a = load_q(q_base + qa_row * params.q_layout.z);
-    var q_b = load_q(q_base + qb_row * params.q_layout.z);
-    var acc_a: Row;
-    var acc_b: Row;
+    var q: Rows;
+    var acc: Rows;
     // Every query's first block holds its key 0, so m is a real score from then on and
     // exp(MASKED - m) is 0.
-    var run_a = Run(MASKED, 0.0, 0.0);
-    var run_b = Run(MASKED, 0.0, 0.0);
+    var runs: array<Run, MAX_QPL>;
+    // Written out per query, as below: an accumulator or query row indexed by a loop
+    // that llvmpipe does not unroll would put them all in memory.
+    q[0] = load_q(q_base + q_rows[0] * params.q_layout.z);
+    q[1] = load_q(q_base + q_rows[1] * params.q_layout.z);
+    if QPL > 2u {
+        q[2] = load_q(q_base + q_rows[2] * params.q_layout.z);
+        q[3] = load_q(q_base + q_rows[3] * params.q_layout.z);
+    }
+    for (var p = 0u; p < QPL; p++) {
+        runs[p] = Run(MASKED, 0.0, 0.0);
+    }
 
     let kb = params.k_layout.x + b * params.k_layout.y + h * params.k_layout.w;
     let vb = params.v_layout.x + b * params.v_layout.y + h * params.v_layout.w;
@@ -266,15 +297,36 @@ fn attention_cpu(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         let keys_lo = vec4<u32>(key0) + vec4<u32>(0u, 1u, 2u, 3u);
         let keys_hi = keys_lo + vec4<u32>(4u);
         let row_mine = min(key0 + lane, last_key);
-        let s = block_scores(&q_a, &q_b, kb + row_mine * k_step);
-        let pa = fold_block(&run_a, &acc_a, s[0], s[1], keys_lo < vec4<u32>(keys_a), keys_hi < vec4<u32>(keys_a));
-        let pb = fold_block(&run_b, &acc_b, s[2], s[3], keys_lo < vec4<u32>(keys_b), keys_hi < vec4<u32>(keys_b));
-        block_accumulate(&acc_a, &acc_b, array<vec4<f32>, 4>(pa[0], pa[1], pb[0], pb[1]), vb + row_mine * v_step);
+        let s = block_scores(&q, kb + row_mine * k_step);
+        var p: array<vec4<f32>, 2 * MAX_QPL>;
+        let p0 = fold_block(&runs, &acc, 0u, s[0], s[1], keys_lo < vec4<u32>(keys[0]), keys_hi < vec4<u32>(keys[0]));
+        p[0] = p0[0];
+        p[1] = p0[1];
+        let p1 = fold_block(&runs, &acc, 1u, s[2], s[3], keys_lo < vec4<u32>(keys[1]), keys_hi < vec4<u32>(keys[1]));
+        p[2] = p1[0];
+        p[3] = p1[1];
+        if QPL > 2u {
+            let p2 = fold_block(&runs, &acc, 2u, s[4], s[5], keys_lo < vec4<u32>(keys[2]), keys_hi < vec4<u32>(keys[2]));
+            p[4] = p2[0];
+            p[5] = p2[1];
+            let p3 = fold_block(&runs, &acc, 3u, s[6], s[7], keys_lo < vec4<u32>(keys[3]), keys_hi < vec4<u32>(keys[3]));
+            p[6] = p3[0];
+            p[7] = p3[1];
+        }
+        block_accumulate(&acc, p, vb + row_mine * v_step);
     }
-    if qa < params.n_q {
-        finish(qa, slot, b, h, keys_a, &acc_a, run_a);
+    if qi[0] < params.n_q {
+        finish(qi[0], slot, b, h, keys[0], &acc, 0u, runs[0]);
     }
-    if qb < params.n_q {
-        finish(qb, slot, b, h, keys_b, &acc_b, run_b);
+    if qi[1] < params.n_q {
+        finish(qi[1], slot, b, h, keys[1], &acc, 1u, runs[1]);
+    }
+    if QPL > 2u {
+        if qi[2] < params.n_q {
+            finish(qi[2], slot, b, h, keys[2], &acc, 2u, runs[2]);
+        }
+        if qi[3] < params.n_q {
+            finish(qi[3], slot, b, h, keys[3], &acc, 3u, runs[3]);
+        }
     }
 }

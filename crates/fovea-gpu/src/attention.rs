@@ -16,8 +16,6 @@ use crate::tensor::{DType, Tensor, fmt_shape};
 
 /// Queries per attention workgroup (one per thread); see attention.wgsl.
 pub const QUERY_TILE: usize = 64;
-/// Queries per workgroup of the software-class kernel (attention_cpu.wgsl: two per lane).
-pub const CPU_QUERY_TILE: usize = 16;
 /// Queries per workgroup of the blocked kernel (attention_blocked.wgsl).
 pub const BLOCKED_QUERY_TILE: usize = 64;
 /// Head-dimension ceilings of the compiled attention variants, smallest first.
@@ -226,7 +224,8 @@ enum Kernel {
     /// `attention.wgsl`: 64-query workgroups staging keys in workgroup memory, one
     /// entropy partial per workgroup.
     Tiled,
-    /// `attention_cpu.wgsl` (8-lane subgroups, compiled per head dim): two queries per lane.
+    /// `attention_cpu.wgsl` (8-lane subgroups, compiled per head dim): two or four
+    /// queries per lane (`fovea_shaders::attention_cpu_queries_per_lane`).
     PerLane,
     /// `attention_blocked.wgsl` (head dims up to 32): four queries per invocation.
     Blocked,
@@ -250,11 +249,13 @@ impl Kernel {
         }
     }
 
-    /// Queries per workgroup.
-    fn query_tile(self) -> usize {
+    /// Queries per workgroup for heads of `head_dim`.
+    fn query_tile(self, head_dim: usize) -> usize {
         match self {
             Kernel::Tiled => QUERY_TILE,
-            Kernel::PerLane => CPU_QUERY_TILE,
+            Kernel::PerLane => {
+                8 * fovea_shaders::attention_cpu_queries_per_lane(head_dim as u32) as usize
+            }
             Kernel::Blocked => BLOCKED_QUERY_TILE,
         }
     }
@@ -262,7 +263,7 @@ impl Kernel {
 
 /// Queries per workgroup of the kernel a device with `plan` runs for `head_dim`.
 pub fn query_tile(plan: &crate::KernelPlan, head_dim: usize) -> usize {
-    Kernel::of(plan, head_dim).query_tile()
+    Kernel::of(plan, head_dim).query_tile(head_dim)
 }
 
 /// Workgroup memory the attention kernel needs for `head_dim`, in bytes.
@@ -458,7 +459,7 @@ impl Batch {
         const OP: &str = "attention";
         let slots = o.batch * o.heads;
         let kernel = Kernel::of(&self.gpu().kernel_plan(), o.head_dim);
-        let tiles = q.tokens.div_ceil(kernel.query_tile());
+        let tiles = q.tokens.div_ceil(kernel.query_tile(o.head_dim));
         // Entropy partial sums: one per workgroup (tiled), or one per query.
         let partials = match kernel {
             Kernel::Tiled => tiles,
@@ -517,6 +518,10 @@ impl Batch {
                         ("SUBGROUP", 1),
                         count_work,
                         ("QUADS", (k.layout.quads() && v.layout.quads()) as u32),
+                        (
+                            "QUERY_GROUPS",
+                            fovea_shaders::attention_cpu_queries_per_lane(o.head_dim as u32),
+                        ),
                     ],
                 )?,
                 entry: "attention_cpu",

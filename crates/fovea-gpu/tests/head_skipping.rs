@@ -98,14 +98,14 @@ fn compaction_lists_active_then_inactive_heads_in_order() {
         want.extend(&active);
         want.extend(&inactive);
         assert_eq!(got, want, "slots {slots}, seed {s}");
-        // The attention kernel's query tiles: 64 queries per workgroup, 16 on the software
-        // class's per-lane kernel (two queries per lane).
+        // The attention kernel's query tiles: 64 queries per workgroup, 32 on the software
+        // class's per-lane kernel at head dim 40 (four queries per lane).
         let tiles =
             130u32.div_ceil(fovea_gpu::attention::query_tile(&gpu().kernel_plan(), 40) as u32);
         assert_eq!(
             tiles,
             if gpu().kernel_plan().attention_per_lane {
-                9
+                5
             } else {
                 3
             }

@@ -408,8 +408,9 @@ macro_rules! attention_cpu {
         pub const ATTENTION_CPU_HEAD_DIMS: &[u32] = &[$($d),*];
 
         /// Fused attention for the software (CPU) adapter class with 8-lane subgroups:
-        /// one query per lane, 8 per workgroup, each key and value row loaded by one lane
-        /// and shared with `subgroupBroadcast`, no workgroup memory. `HEAD_DIM` is the
+        /// `QUERY_GROUPS` queries per lane ([`attention_cpu_queries_per_lane`]), each key
+        /// and value row loaded by one lane and shared with `subgroupBroadcast`, no
+        /// workgroup memory. `HEAD_DIM` is the
         /// exact head dimension (one of [`ATTENTION_CPU_HEAD_DIMS`]); `SUBGROUP` is
         /// always 1 (it marks the variants as needing the subgroup capability);
         /// `COUNT_WORK` as in [`ATTENTION`]; `QUADS=1` (k/v offsets and strides multiples
@@ -419,15 +420,24 @@ macro_rules! attention_cpu {
             source: kernel_source!("attention_cpu"),
             entry_points: &["attention_cpu"],
             define_sets: &[$(
-                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 0), ("QUADS", 0)],
-                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 1), ("QUADS", 0)],
-                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 0), ("QUADS", 1)],
-                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 1), ("QUADS", 1)],
+                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 0), ("QUADS", 0), ("QUERY_GROUPS", attention_cpu_queries_per_lane($d))],
+                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 1), ("QUADS", 0), ("QUERY_GROUPS", attention_cpu_queries_per_lane($d))],
+                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 0), ("QUADS", 1), ("QUERY_GROUPS", attention_cpu_queries_per_lane($d))],
+                &[("HEAD_DIM", $d), ("SUBGROUP", 1), ("COUNT_WORK", 1), ("QUADS", 1), ("QUERY_GROUPS", attention_cpu_queries_per_lane($d))],
             )*],
         };
     };
 }
 attention_cpu!(8, 16, 24, 32, 40, 48, 64, 80, 96, 128);
+
+/// Queries per lane of [`ATTENTION_CPU`] for `head_dim` (its `QUERY_GROUPS`): four from
+/// 32 on, where sharing each loaded key and value row among 32 queries instead of 16
+/// paid on lavapipe (one thread, best of 3: d 32 1.08-1.13x, d 40 1.17x, d 64
+/// 1.04-1.08x), two below, where the exps and FMAs outweigh the loads and the extra
+/// registers cost (d 16, 1024 tokens: 0.74x).
+pub const fn attention_cpu_queries_per_lane(head_dim: u32) -> u32 {
+    if head_dim >= 32 { 4 } else { 2 }
+}
 
 /// Fused attention for software adapters without value sharing between lanes
 /// (SwiftShader, WARP): four queries per invocation, 64 per workgroup, rows in named
