@@ -128,16 +128,13 @@ fn matmul_cpu_quads(opts: MatmulOptions, k: usize, n: usize) -> bool {
     !opts.trans_a && k.is_multiple_of(4) && n.is_multiple_of(4)
 }
 
-/// Groups of 8 rows per `matmul_cpu` workgroup (its `ROW_GROUPS` define, 1 to 4) for M
-/// rows. Only the quad loads shared by subgroup broadcasts (`wide`) take more than one.
-/// A workgroup of g groups costs about g + 4/7 units on lavapipe (1024^3 on one
-/// thread: 89.5, 72.0, 67.2 and 64.5 ms for 1 to 4 groups): the count with the
-/// cheapest workgroups over M wins, the larger on a tie.
-fn matmul_cpu_row_groups(wide: bool, m: usize) -> usize {
-    if !wide {
-        return 1;
-    }
-    (1..=4)
+/// Groups of 8 rows per workgroup (the `ROW_GROUPS` define of `matmul_cpu` and
+/// `conv2d_cpu`), 1 to `max_groups`, for M rows. A workgroup of g groups costs about
+/// g + 4/7 units on lavapipe (matmul 1024^3 on one thread: 89.5, 72.0, 67.2 and 64.5 ms
+/// for 1 to 4 groups): the count with the cheapest workgroups over M wins, the larger on
+/// a tie.
+fn row_groups(m: usize, max_groups: usize) -> usize {
+    (1..=max_groups.max(1))
         .rev()
         .min_by_key(|&g| m.div_ceil(8 * g) * (7 * g + 4))
         .expect("a non-empty range")
@@ -698,7 +695,8 @@ impl Batch {
             cpu @ (MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup) => {
                 let subgroup = cpu == MatmulKernel::CpuSubgroup;
                 let quads = matmul_cpu_quads(opts, k, n);
-                let row_groups = matmul_cpu_row_groups(subgroup && quads, m);
+                // The quad loads shared by subgroup broadcasts take up to 4 groups.
+                let row_groups = row_groups(m, if subgroup && quads { 4 } else { 1 });
                 (
                     key(
                         "matmul_cpu",
@@ -914,26 +912,32 @@ impl Batch {
                     xs[0] as u32,
                 ],
             ),
-            cpu @ (MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup) if square => (
-                key(
-                    "conv2d_cpu",
-                    dtype,
-                    &[
-                        ("KSIZE", ws[2] as u32),
-                        ("SUBGROUP", (cpu == MatmulKernel::CpuSubgroup) as u32),
-                        (
-                            "PAIRS",
-                            conv2d_cpu_pairs(&params, cpu == MatmulKernel::CpuSubgroup),
-                        ),
+            cpu @ (MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup) if square => {
+                let subgroup = cpu == MatmulKernel::CpuSubgroup;
+                let pairs = conv2d_cpu_pairs(&params, subgroup);
+                // Output channels are the rows: 3x3 kernels with pairs and subgroups
+                // share each loaded input value among up to 16 of them.
+                let wide = subgroup && pairs > 0 && ws[2] == 3;
+                let row_groups = row_groups(ws[0], if wide { 2 } else { 1 });
+                (
+                    key(
+                        "conv2d_cpu",
+                        dtype,
+                        &[
+                            ("KSIZE", ws[2] as u32),
+                            ("SUBGROUP", subgroup as u32),
+                            ("PAIRS", pairs),
+                            ("ROW_GROUPS", row_groups as u32),
+                        ],
+                        "conv2d_cpu",
+                    )?,
+                    [
+                        (h_out * w_out).div_ceil(32) as u32,
+                        ws[0].div_ceil(8 * row_groups) as u32,
+                        xs[0] as u32,
                     ],
-                    "conv2d_cpu",
-                )?,
-                [
-                    (h_out * w_out).div_ceil(32) as u32,
-                    ws[0].div_ceil(8) as u32,
-                    xs[0] as u32,
-                ],
-            ),
+                )
+            }
             _ => (
                 key("conv2d", dtype, &[], "conv2d")?,
                 [
@@ -1511,12 +1515,12 @@ mod tests {
     }
 
     #[test]
-    fn matmul_row_groups_follow_the_cost_of_a_workgroup() {
-        // Without shared quad loads: always one group.
-        assert_eq!(matmul_cpu_row_groups(false, 2048), 1);
-        // (M, groups): tiny M keeps 8 rows; the models' token counts take 32; an M
-        // just past a tile takes the count that wastes fewest rows (77: 80 rows in
-        // groups of 16, against 96 in groups of 32).
+    fn row_groups_follow_the_cost_of_a_workgroup() {
+        // One group allowed: one group.
+        assert_eq!(row_groups(2048, 1), 1);
+        // (M, groups) with up to 4: tiny M keeps 8 rows; the models' token counts take
+        // 32; an M just past a tile takes the count that wastes fewest rows (77: 80 rows
+        // in groups of 16, against 96 in groups of 32).
         for (m, groups) in [
             (1, 1),
             (8, 1),
@@ -1532,7 +1536,11 @@ mod tests {
             (154, 4),
             (2048, 4),
         ] {
-            assert_eq!(matmul_cpu_row_groups(true, m), groups, "M = {m}");
+            assert_eq!(row_groups(m, 4), groups, "M = {m}");
+        }
+        // Up to 2 (conv2d_cpu): 3 output channels keep one group, 12 take two.
+        for (m, groups) in [(3, 1), (8, 1), (12, 2), (32, 2), (40, 2)] {
+            assert_eq!(row_groups(m, 2), groups, "M = {m}");
         }
     }
 }
