@@ -103,13 +103,50 @@ fn share8(mine: vec4<f32>) -> array<vec4<f32>, GROUP> {
         subgroupBroadcast(mine, 6u), subgroupBroadcast(mine, 7u),
     );
 }
+
+#if TRANS_A
+// TRANS_A with quads (lhs (K, M), M a multiple of 4): lane 2j + h holds rows 4h .. 4h + 3
+// of the group at k step j as one quad along M (`group_offset`); row r = 4h + c's four
+// k values are component c of lanes h, 2 + h, 4 + h and 6 + h. As many broadcasts as
+// share8 makes, each of one component.
+fn gather_k_rows(mine: vec4<f32>) -> array<vec4<f32>, GROUP> {
+    return array<vec4<f32>, GROUP>(
+        vec4<f32>(subgroupBroadcast(mine.x, 0u), subgroupBroadcast(mine.x, 2u), subgroupBroadcast(mine.x, 4u), subgroupBroadcast(mine.x, 6u)),
+        vec4<f32>(subgroupBroadcast(mine.y, 0u), subgroupBroadcast(mine.y, 2u), subgroupBroadcast(mine.y, 4u), subgroupBroadcast(mine.y, 6u)),
+        vec4<f32>(subgroupBroadcast(mine.z, 0u), subgroupBroadcast(mine.z, 2u), subgroupBroadcast(mine.z, 4u), subgroupBroadcast(mine.z, 6u)),
+        vec4<f32>(subgroupBroadcast(mine.w, 0u), subgroupBroadcast(mine.w, 2u), subgroupBroadcast(mine.w, 4u), subgroupBroadcast(mine.w, 6u)),
+        vec4<f32>(subgroupBroadcast(mine.x, 1u), subgroupBroadcast(mine.x, 3u), subgroupBroadcast(mine.x, 5u), subgroupBroadcast(mine.x, 7u)),
+        vec4<f32>(subgroupBroadcast(mine.y, 1u), subgroupBroadcast(mine.y, 3u), subgroupBroadcast(mine.y, 5u), subgroupBroadcast(mine.y, 7u)),
+        vec4<f32>(subgroupBroadcast(mine.z, 1u), subgroupBroadcast(mine.z, 3u), subgroupBroadcast(mine.z, 5u), subgroupBroadcast(mine.z, 7u)),
+        vec4<f32>(subgroupBroadcast(mine.w, 1u), subgroupBroadcast(mine.w, 3u), subgroupBroadcast(mine.w, 5u), subgroupBroadcast(mine.w, 7u)),
+    );
+}
+#endif
+
+// This lane's lhs offset (elements, at k = 0) for the group of 8 rows from g0 on: its
+// row, clamped (rows past M are loaded, never stored); with TRANS_A and quads, the quad
+// of rows g0 + 4h .. + 3 at k step j for lane 2j + h (M a multiple of 4, so a quad
+// past the end is wholly past it).
+fn group_offset(g0: u32, a_base: u32, sg_lane: u32, a_row_stride: u32) -> u32 {
+#if TRANS_A
+    if QUADS == 1u {
+        return a_base + min(g0 + 4u * (sg_lane % 2u), params.m - 4u) + (sg_lane / 2u) * params.lda;
+    }
+#endif
+    return a_base + min(g0 + sg_lane, params.m - 1u) * a_row_stride;
+}
 #endif
 
 #if QUADS
 // Group g's 8 lhs quads of quad q of K (offsets in quads).
 fn lhs_quads(a_off: LhsOffsets, g: u32, q: u32) -> array<vec4<f32>, GROUP> {
 #if SUBGROUP
+#if TRANS_A
+    // Four k rows of lda quads each per quad of K.
+    return gather_k_rows(quad_values(lhs[a_off[g] + q * params.lda]));
+#else
     return share8(quad_values(lhs[a_off[g] + q]));
+#endif
 #else
     var a: array<vec4<f32>, GROUP>;
     for (var i = 0u; i < GROUP; i++) {
@@ -288,15 +325,15 @@ fn matmul_cpu(
 #endif
     var a_off: LhsOffsets;
 #if SUBGROUP
-    a_off[0] = a_base + min(row0 + sg_lane, last_row) * a_row_stride;
+    a_off[0] = group_offset(row0, a_base, sg_lane, a_row_stride);
     if ROW_GROUPS > 1u {
-        a_off[1] = a_base + min(row0 + GROUP + sg_lane, last_row) * a_row_stride;
+        a_off[1] = group_offset(row0 + GROUP, a_base, sg_lane, a_row_stride);
     }
     if ROW_GROUPS > 2u {
-        a_off[2] = a_base + min(row0 + 2u * GROUP + sg_lane, last_row) * a_row_stride;
+        a_off[2] = group_offset(row0 + 2u * GROUP, a_base, sg_lane, a_row_stride);
     }
     if ROW_GROUPS > 3u {
-        a_off[3] = a_base + min(row0 + 3u * GROUP + sg_lane, last_row) * a_row_stride;
+        a_off[3] = group_offset(row0 + 3u * GROUP, a_base, sg_lane, a_row_stride);
     }
 #else
     for (var i = 0u; i < GROUP; i++) {

@@ -121,11 +121,14 @@ fn key(
 }
 
 /// Whether `matmul_cpu` loads and stores four values at a time (its `QUADS` variant):
-/// lhs (M, K) with K a multiple of 4 and N a multiple of 4 (rhs (N, K), the Linear
-/// layout, or (K, N)), so that every row of the operands and of the output, and with
-/// it every batch item, starts on a quad.
-fn matmul_cpu_quads(opts: MatmulOptions, k: usize, n: usize) -> bool {
-    !opts.trans_a && k.is_multiple_of(4) && n.is_multiple_of(4)
+/// K and N multiples of 4, so that every row of the operands and of the output, and with
+/// it every batch item, starts on a quad, with lhs (M, K) (rhs (N, K), the Linear
+/// layout, or (K, N)), or lhs (K, M) (`trans_a`) with M a multiple of 4 on 8-lane
+/// subgroups (`subgroup`), which regroup quads along M into quads along K.
+fn matmul_cpu_quads(opts: MatmulOptions, subgroup: bool, m: usize, k: usize, n: usize) -> bool {
+    k.is_multiple_of(4)
+        && n.is_multiple_of(4)
+        && (!opts.trans_a || (subgroup && m.is_multiple_of(4)))
 }
 
 /// Groups of 8 rows per workgroup (the `ROW_GROUPS` define of `matmul_cpu` and
@@ -694,7 +697,7 @@ impl Batch {
             ),
             cpu @ (MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup) => {
                 let subgroup = cpu == MatmulKernel::CpuSubgroup;
-                let quads = matmul_cpu_quads(opts, k, n);
+                let quads = matmul_cpu_quads(opts, subgroup, m, k, n);
                 // The quad loads shared by subgroup broadcasts take up to 4 groups.
                 let row_groups = row_groups(m, if subgroup && quads { 4 } else { 1 });
                 (
@@ -863,7 +866,7 @@ impl Batch {
         // convolution of the 8-lane plans runs on it: as fast per step, and one pipeline
         // fewer to compile per process (conv2d_cpu's 1x1 variant took ~0.3 s of CPU).
         let quad_matmul = matches!(plan, MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup)
-            && matmul_cpu_quads(MatmulOptions::default(), ws[1], xs[2] * xs[3]);
+            && matmul_cpu_quads(MatmulOptions::default(), false, ws[0], ws[1], xs[2] * xs[3]);
         if pointwise && (plan == MatmulKernel::CpuBlocked || quad_matmul) {
             // A 1x1 convolution is a matmul per batch item: weight (C_out, C_in) @
             // x (C_in, H * W), bias per output row.

@@ -177,6 +177,13 @@ fn matmul_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             (2, 13, 8, 20, false, true, true, true),
             (2, 90, 36, 20, false, false, true, true),
             (1, 40, 8, 12, false, false, false, false),
+            // lhs (K, M) with M a multiple of 4: 8-lane subgroups load it in quads along
+            // M and regroup them along K (3 row groups, the last tile part-filled; one
+            // group; the UNet's token projection).
+            (2, 36, 20, 12, true, true, true, false),
+            (1, 68, 8, 16, true, false, false, true),
+            (1, 8, 12, 8, true, true, false, true),
+            (2, 1024, 64, 64, true, true, true, false),
         ];
         for (batch, m, n, k, ta, tb, bias, bb) in cases {
             expect_pass(

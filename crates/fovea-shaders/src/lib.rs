@@ -148,13 +148,14 @@ pub const MATMUL: Kernel = Kernel {
 
 /// Batched matmul for the software (CPU) adapter class: no workgroup memory, 8 *
 /// `ROW_GROUPS` rows x 32 columns per 8-lane workgroup (`ROW_GROUPS` 1 to 4 with
-/// `SUBGROUP=1` and `QUADS=1`, chosen by M; 1 otherwise). `TRANS_A`/`TRANS_B` fix the stored layouts;
-/// `SUBGROUP=1` shares lhs values with `subgroupBroadcast` (needs subgroups of exactly
+/// `SUBGROUP=1` and `QUADS=1`, chosen by M; 1 otherwise). `TRANS_A`/`TRANS_B` fix the
+/// stored layouts; `SUBGROUP=1` shares lhs values with `subgroupBroadcast` (needs subgroups of exactly
 /// 8 invocations), `SUBGROUP=0` loads them workgroup-uniformly (any adapter; chosen
 /// by none by default, see `MatmulKernel::CpuUniform`).
-/// `QUADS=1` (`TRANS_A=0`; K a multiple of 4) loads four consecutive values per load:
-/// along K for both operands in the Linear layout (`TRANS_B=1`), along N for the rhs
-/// with `TRANS_B=0` (N a multiple of 4, four neighbouring columns per lane).
+/// `QUADS=1` (K and N multiples of 4) loads four consecutive values per load: along K
+/// for both operands in the Linear layout (`TRANS_B=1`), along N for the rhs with
+/// `TRANS_B=0` (four neighbouring columns per lane); with `TRANS_A=1` (`SUBGROUP=1`, M a
+/// multiple of 4) along M for the lhs, regrouped by broadcasts.
 pub const MATMUL_CPU: Kernel = Kernel {
     name: "matmul_cpu",
     source: kernel_source!("matmul_cpu"),
@@ -281,6 +282,62 @@ pub const MATMUL_CPU: Kernel = Kernel {
         ],
         &[
             ("TRANS_A", 0),
+            ("TRANS_B", 0),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 4),
+        ],
+        &[
+            ("TRANS_A", 1),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 1),
+        ],
+        &[
+            ("TRANS_A", 1),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 2),
+        ],
+        &[
+            ("TRANS_A", 1),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 3),
+        ],
+        &[
+            ("TRANS_A", 1),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 4),
+        ],
+        &[
+            ("TRANS_A", 1),
+            ("TRANS_B", 0),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 1),
+        ],
+        &[
+            ("TRANS_A", 1),
+            ("TRANS_B", 0),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 2),
+        ],
+        &[
+            ("TRANS_A", 1),
+            ("TRANS_B", 0),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 3),
+        ],
+        &[
+            ("TRANS_A", 1),
             ("TRANS_B", 0),
             ("SUBGROUP", 1),
             ("QUADS", 1),
