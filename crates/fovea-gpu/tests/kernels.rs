@@ -268,9 +268,10 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker, plan: MatmulKernel) {
             (1, 8, 16, 16, 8, 3, 2, 1, true),
             (2, 5, 9, 24, 10, 3, 2, 1, false),
             (1, 3, 8, 8, 3, 3, 2, 1, true),
-            // With pairs and 8-lane subgroups, more than 8 output channels take two
-            // groups of 8 per workgroup (conv2d_cpu's ROW_GROUPS; the cases above with
-            // 10, 16 and 32 channels too): here two tiles of 16, the second holding 14.
+            // With pairs and 8-lane subgroups a workgroup takes two groups of 8 output
+            // channels (conv2d_cpu's ROW_GROUPS; the 3x3 cases above with pairs too,
+            // where 8 or 10 channels leave the second group wholly or mostly past the
+            // end): here two tiles of 16, the second holding 14.
             (1, 6, 16, 16, 30, 3, 2, 1, true),
             (1, 7, 6, 8, 30, 3, 1, 1, false),
         ];

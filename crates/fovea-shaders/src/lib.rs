@@ -358,11 +358,12 @@ pub const MATMUL_BLOCKED: Kernel = Kernel {
     define_sets: &[&[]],
 };
 
-/// 2D convolution for the software (CPU) adapter class, shaped as [`MATMUL_CPU`]: 8
-/// output channels x 32 pixels per 8-lane workgroup, square kernels of `KSIZE` 1 or 3
-/// (taps unrolled), `SUBGROUP` as in [`MATMUL_CPU`]. `PAIRS=1` (stride 1, widths a
-/// multiple of 4, same width in and out) gives each lane four neighbouring pixels and
-/// loads the input two columns at a time.
+/// 2D convolution for the software (CPU) adapter class, shaped as [`MATMUL_CPU`]: 8 *
+/// `ROW_GROUPS` output channels x 32 pixels per 8-lane workgroup, square kernels of
+/// `KSIZE` 1 or 3 (taps unrolled), `SUBGROUP` as in [`MATMUL_CPU`]. `PAIRS=1` (stride 1,
+/// widths a multiple of 4, same width in and out) gives each lane four neighbouring
+/// pixels and loads the input two columns at a time (`PAIRS=2`: the same at stride 2).
+/// 3x3 kernels with `PAIRS` and `SUBGROUP=1` take `ROW_GROUPS=2`; the rest 1.
 pub const CONV2D_CPU: Kernel = Kernel {
     name: "conv2d_cpu",
     source: kernel_source!("conv2d_cpu"),
@@ -414,19 +415,7 @@ pub const CONV2D_CPU: Kernel = Kernel {
             ("KSIZE", 3),
             ("SUBGROUP", 1),
             ("PAIRS", 1),
-            ("ROW_GROUPS", 1),
-        ],
-        &[
-            ("KSIZE", 3),
-            ("SUBGROUP", 1),
-            ("PAIRS", 1),
             ("ROW_GROUPS", 2),
-        ],
-        &[
-            ("KSIZE", 3),
-            ("SUBGROUP", 1),
-            ("PAIRS", 2),
-            ("ROW_GROUPS", 1),
         ],
         &[
             ("KSIZE", 3),
