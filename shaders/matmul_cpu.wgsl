@@ -19,6 +19,7 @@
 // eight 3.3).
 // QUADS=1 with TRANS_B=0 (lhs (M, K), rhs (K, N), K and N multiples of 4): lane l owns
 // the four neighbouring columns col0 + 4l .. 4l + 3 instead, one rhs quad per k.
+// RESIDUAL=1 (QUADS=1) adds a tensor of the output's shape as the output is stored.
 // TRANS_A / TRANS_B fix the stored layouts at pipeline creation. Rows and columns past
 // the matrix are clamped for loading (no divergent branches around loads) and skipped
 // at the store. K is unrolled by 4 by hand: llvmpipe unrolls only loops of <= 32
@@ -79,6 +80,11 @@ struct Params {
 #if QUADS
 // out: (batch, M, N) in quads along N (N a multiple of 4)
 @group(0) @binding(4) var<storage, read_write> out: array<Quad>;
+#if RESIDUAL
+// residual: (batch, M, N) in quads, added to the output as it is stored (a skip
+// connection: one pass over the output fewer than a separate add)
+@group(0) @binding(5) var<storage, read> residual: array<Quad>;
+#endif
 #else
 // out: (batch, M, N)
 @group(0) @binding(4) var<storage, read_write> out: array<elem>;
@@ -279,7 +285,11 @@ fn store_group(acc: ptr<function, Acc>, g: u32, g0: u32, col: u32, c_base: u32, 
         } else if params.bias_mode == 2u {
             v += f32(bias[row]);
         }
-        out[(c_base + row * params.ldc + col) / 4u] = quad_of(v);
+        let o = (c_base + row * params.ldc + col) / 4u;
+#if RESIDUAL
+        v += quad_values(residual[o]);
+#endif
+        out[o] = quad_of(v);
     }
 }
 #endif

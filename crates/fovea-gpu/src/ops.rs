@@ -563,11 +563,26 @@ impl Batch {
         bias: Option<&Tensor>,
         opts: MatmulOptions,
     ) -> Result<Tensor> {
-        self.matmul_to(a, b, bias, opts, None)
+        self.matmul_to(a, b, bias, opts, None, None)
+    }
+
+    /// [`Batch::matmul`] plus `residual` (of the product's shape and dtype): a skip
+    /// connection. The software class's kernels with 8-lane subgroups add it as they
+    /// store the Linear layout's quads (`trans_b`, K and N multiples of 4), sparing a pass
+    /// over the output; elsewhere it is a separate add.
+    pub fn matmul_add(
+        &mut self,
+        a: &Tensor,
+        b: &Tensor,
+        bias: Option<&Tensor>,
+        opts: MatmulOptions,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        self.matmul_to(a, b, bias, opts, None, Some(residual))
     }
 
     /// [`Batch::matmul`] into `out` (of the product's shape and dtype) when given,
-    /// else into a new tensor.
+    /// else into a new tensor, plus `residual` when given (see [`Batch::matmul_add`]).
     pub(crate) fn matmul_to(
         &mut self,
         a: &Tensor,
@@ -575,10 +590,12 @@ impl Batch {
         bias: Option<&Tensor>,
         opts: MatmulOptions,
         out: Option<Tensor>,
+        residual: Option<&Tensor>,
     ) -> Result<Tensor> {
         const OP: &str = "matmul";
         let mut all = vec![a, b];
         all.extend(bias);
+        all.extend(residual);
         let dtype = float_dtype(OP, &all)?;
         if a.shape().len() < 2 || b.shape().len() < 2 {
             return Err(op_err(
@@ -660,6 +677,25 @@ impl Batch {
             }
             None => self.gpu().empty(OP, &out_shape, a.dtype())?,
         };
+        // The residual in the product's shape (batch dimensions may differ only as a
+        // leading 1, as when a 2D weight comes first).
+        let residual = match residual {
+            Some(r) if r.len() == y.len() && r.shape().ends_with(&[m, n]) => {
+                Some(r.reshape(&out_shape)?)
+            }
+            Some(r) => {
+                return Err(op_err(
+                    OP,
+                    format!(
+                        "residual {} must be the product's shape {}",
+                        r.describe(),
+                        fmt_shape(&out_shape)
+                    ),
+                ));
+            }
+            None => None,
+        };
+        let residual = residual.as_ref();
         let params = MatmulParams {
             m: u32_dim(OP, "M", m)?,
             n: u32_dim(OP, "N", n)?,
@@ -690,6 +726,7 @@ impl Batch {
             ..Zeroable::zeroed()
         };
         // The device's plan picks the kernel family; each has its own tile shape.
+        let mut fused_residual = false;
         let (pipeline, groups) = match self.gpu().kernel_plan().matmul {
             MatmulKernel::Tiled => (
                 key("matmul", dtype, &[], "matmul")?,
@@ -698,6 +735,8 @@ impl Batch {
             cpu @ (MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup) => {
                 let subgroup = cpu == MatmulKernel::CpuSubgroup;
                 let quads = matmul_cpu_quads(opts, subgroup, m, k, n);
+                fused_residual =
+                    residual.is_some() && subgroup && quads && opts.trans_b && !opts.trans_a;
                 // The quad loads shared by subgroup broadcasts take up to 4 groups.
                 let row_groups = row_groups(m, if subgroup && quads { 4 } else { 1 });
                 (
@@ -710,6 +749,7 @@ impl Batch {
                             ("SUBGROUP", subgroup as u32),
                             ("QUADS", quads as u32),
                             ("ROW_GROUPS", row_groups as u32),
+                            ("RESIDUAL", fused_residual as u32),
                         ],
                         "matmul_cpu",
                     )?,
@@ -727,23 +767,52 @@ impl Batch {
         };
         self.check_groups(OP, &format!("output {}", fmt_shape(&out_shape)), groups)?;
         let bias_bind = bias.map_or(Bind::Dummy, Bind::Tensor);
+        let mut binds = vec![
+            (1, Bind::Tensor(a)),
+            (2, Bind::Tensor(b)),
+            (3, bias_bind),
+            (4, Bind::Tensor(&y)),
+        ];
+        if fused_residual {
+            binds.extend(residual.map(|r| (5, Bind::Tensor(r))));
+        }
         let d = self.gpu().dispatch(
             &pipeline,
             bytemuck::bytes_of(&params),
-            &[
-                (1, Bind::Tensor(a)),
-                (2, Bind::Tensor(b)),
-                (3, bias_bind),
-                (4, Bind::Tensor(&y)),
-            ],
+            &binds,
             Workgroups::Direct(groups),
         )?;
         self.record(d);
-        Ok(y)
+        match residual {
+            Some(r) if !fused_residual => self.add(r, &y),
+            _ => Ok(y),
+        }
     }
 
     /// PyTorch Linear: x (..., in) @ weight (out, in)^T + bias (out) -> (..., out).
     pub fn linear(&mut self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        self.linear_to(x, weight, bias, None)
+    }
+
+    /// [`Batch::linear`] plus `residual` (of the output's shape): a skip connection,
+    /// added as the output is stored where the kernels can ([`Batch::matmul_add`]).
+    pub fn linear_add(
+        &mut self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        self.linear_to(x, weight, bias, Some(residual))
+    }
+
+    fn linear_to(
+        &mut self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
         if x.shape().is_empty() || weight.shape().len() != 2 {
             return Err(op_err(
                 "linear",
@@ -757,17 +826,27 @@ impl Batch {
         let in_features = *x.shape().last().expect("non-empty");
         let rows = x.len() / in_features.max(1);
         let x2 = x.reshape(&[rows, in_features])?;
-        let y = self.matmul(
-            &x2,
-            weight,
-            bias,
-            MatmulOptions {
-                trans_b: true,
-                ..Default::default()
-            },
-        )?;
         let mut out_shape = x.shape().to_vec();
         *out_shape.last_mut().expect("non-empty") = weight.shape()[0];
+        let residual = match residual {
+            Some(r) if r.shape() != out_shape.as_slice() => {
+                return Err(op_err(
+                    "linear",
+                    format!(
+                        "residual {} must be the output's shape {}",
+                        r.describe(),
+                        fmt_shape(&out_shape)
+                    ),
+                ));
+            }
+            Some(r) => Some(r.reshape(&[rows, weight.shape()[0]])?),
+            None => None,
+        };
+        let opts = MatmulOptions {
+            trans_b: true,
+            ..Default::default()
+        };
+        let y = self.matmul_to(&x2, weight, bias, opts, None, residual.as_ref())?;
         y.reshape(&out_shape)
     }
 

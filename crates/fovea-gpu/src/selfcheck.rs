@@ -314,6 +314,58 @@ impl Checker {
         .await
     }
 
+    /// Linear with a residual (`Batch::linear_add`): x (batch, rows, in) @ W (out, in)^T
+    /// [+ bias] + residual (batch, rows, out).
+    pub async fn linear_add(
+        &mut self,
+        batch: usize,
+        rows: usize,
+        in_features: usize,
+        out_features: usize,
+        with_bias: bool,
+        dtype: DType,
+    ) -> Result<Check> {
+        let (x, xr) = self.input("x", &[batch, rows, in_features], dtype, 1.0)?;
+        let (w, wr) = self.input("w", &[out_features, in_features], dtype, 1.0)?;
+        let bias = if with_bias {
+            Some(self.input("bias", &[out_features], dtype, 1.0)?)
+        } else {
+            None
+        };
+        let (res, rr) = self.input("residual", &[batch, rows, out_features], dtype, 1.0)?;
+        self.poison(&[batch, rows, out_features], dtype)?;
+        let mut b = self.gpu.batch();
+        let y = b.linear_add(&x, &w, bias.as_ref().map(|(t, _)| t), &res)?;
+        b.submit()?;
+        let got = self.gpu.read_f32(&y).await?;
+        let mut want = r::matmul(
+            &xr,
+            &wr,
+            bias.as_ref().map(|(_, v)| v.as_slice()),
+            1,
+            batch * rows,
+            out_features,
+            in_features,
+            false,
+            true,
+            true,
+            false,
+            1.0,
+        );
+        for (w, r) in want.iter_mut().zip(&rr) {
+            *w += r;
+        }
+        Ok(self.finish(
+            format!(
+                "linear {batch}x{rows}x{in_features} -> {out_features}{} + residual {dtype}",
+                if with_bias { " + bias" } else { "" }
+            ),
+            dtype,
+            &got,
+            &want,
+        ))
+    }
+
     /// Matmul with a per-row (M) bias, as projections of channel-first data use, with
     /// rhs (N, K) when `trans_b`, else (K, N).
     pub async fn matmul_bias_per_row(

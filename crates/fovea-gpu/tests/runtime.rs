@@ -46,6 +46,30 @@ fn shape_mismatches_name_the_op_and_shapes() {
     let e = b.add(&zeros(&[2, 3]), &zeros(&[4])).unwrap_err();
     assert!(e.to_string().contains("do not broadcast"), "{e}");
 
+    // A residual that is not the output's shape, named with both shapes.
+    let e = b
+        .linear_add(&zeros(&[2, 8]), &zeros(&[4, 8]), None, &zeros(&[2, 8]))
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with("linear:")
+            && e.to_string().contains("residual (2, 8)")
+            && e.to_string().contains("(2, 4)"),
+        "{e}"
+    );
+    let e = b
+        .matmul_add(
+            &zeros(&[3, 4]),
+            &zeros(&[4, 8]),
+            None,
+            MatmulOptions::default(),
+            &zeros(&[8, 3]),
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with("matmul:") && e.to_string().contains("(3, 8)"),
+        "{e}"
+    );
+
     let e = b.winograd_weights(&zeros(&[4, 5, 1, 1])).unwrap_err();
     assert!(
         e.to_string().starts_with("winograd_weights:")

@@ -186,9 +186,15 @@ pub(crate) fn project_tokens(b: &mut Batch, x: &Tensor, p: &Conv) -> Result<Tens
     )?)
 }
 
-/// Projects token-major x (B, N, in) back to channel-first (B, out, N): W x^T + b.
-pub(crate) fn project_channels(b: &mut Batch, x: &Tensor, p: &Conv) -> Result<Tensor> {
-    Ok(b.matmul(
+/// Projects token-major x (B, N, in) back to channel-first (B, out, N), plus the
+/// residual (B, out, N): W x^T + b + residual.
+pub(crate) fn project_channels_add(
+    b: &mut Batch,
+    x: &Tensor,
+    p: &Conv,
+    residual: &Tensor,
+) -> Result<Tensor> {
+    Ok(b.matmul_add(
         &p.weight,
         x,
         p.bias.as_ref(),
@@ -197,6 +203,7 @@ pub(crate) fn project_channels(b: &mut Batch, x: &Tensor, p: &Conv) -> Result<Te
             bias_per_row: true,
             ..Default::default()
         },
+        residual,
     )?)
 }
 

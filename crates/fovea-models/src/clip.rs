@@ -199,14 +199,12 @@ impl ClipTextModel {
             let k = batch.linear(&y, &layer.k.weight, Some(&layer.k.bias))?;
             let v = batch.linear(&y, &layer.v.weight, Some(&layer.v.bias))?;
             let a = batch.attention(&q, &k, &v, &attn)?.out;
-            let a = batch.linear(&a, &layer.out.weight, Some(&layer.out.bias))?;
-            x = batch.add(&x, &a)?;
+            x = batch.linear_add(&a, &layer.out.weight, Some(&layer.out.bias), &x)?;
             // 3. MLP, pre-norm
             let y = batch.layer_norm(&x, Some((&layer.norm2.gamma, &layer.norm2.beta)), eps)?;
             let y = batch.linear(&y, &layer.fc1.weight, Some(&layer.fc1.bias))?;
             let y = batch.unary(&y, act, 1.0, 0.0)?;
-            let y = batch.linear(&y, &layer.fc2.weight, Some(&layer.fc2.bias))?;
-            x = batch.add(&x, &y)?;
+            x = batch.linear_add(&y, &layer.fc2.weight, Some(&layer.fc2.bias), &x)?;
         }
         // 4. final layer norm
         let embedding = batch.layer_norm(

@@ -12,7 +12,7 @@ use fovea_gpu::{
     Activation, AttentionOptions, Batch, DType, Gpu, HeadLayout, HeadView, Tensor, TimestepOptions,
 };
 
-use crate::blocks::{Conv, Loader, Norm, Resnet, conv, project_channels, project_tokens};
+use crate::blocks::{Conv, Loader, Norm, Resnet, conv, project_channels_add, project_tokens};
 use crate::config::UNetConfig;
 use crate::error::{ModelError, Result};
 use crate::pruning::{AttentionKind, Call, HeadPruning, LayerInfo};
@@ -266,6 +266,7 @@ impl UNet {
         heads: usize,
         kind: AttentionKind,
         prune: Option<&mut HeadPruning>,
+        residual: &Tensor,
     ) -> Result<Tensor> {
         let q = b.linear(x, &a.q.weight, None)?;
         let k = b.linear(context, &a.k.weight, None)?;
@@ -324,7 +325,7 @@ impl UNet {
                 })?
             }
         };
-        Ok(b.linear(&o, &a.out.weight, a.out.bias.as_ref())?)
+        Ok(b.linear_add(&o, &a.out.weight, a.out.bias.as_ref(), residual)?)
     }
 
     fn transformer(
@@ -349,7 +350,8 @@ impl UNet {
         // 2. transformer blocks: self-attention, cross-attention, GEGLU feed-forward
         for blk in &t.blocks {
             let y = b.layer_norm(&h, blk.norm1.affine(), LAYER_NORM_EPS)?;
-            let y = Self::attention(
+            // (each residual connection added by the output projection)
+            h = Self::attention(
                 b,
                 &y,
                 &y,
@@ -357,10 +359,10 @@ impl UNet {
                 t.heads,
                 AttentionKind::SelfAttention,
                 prune.as_deref_mut(),
+                &h,
             )?;
-            h = b.add(&h, &y)?;
             let y = b.layer_norm(&h, blk.norm2.affine(), LAYER_NORM_EPS)?;
-            let y = Self::attention(
+            h = Self::attention(
                 b,
                 &y,
                 context,
@@ -368,17 +370,16 @@ impl UNet {
                 t.heads,
                 AttentionKind::CrossAttention,
                 prune.as_deref_mut(),
+                &h,
             )?;
-            h = b.add(&h, &y)?;
             let y = b.layer_norm(&h, blk.norm3.affine(), LAYER_NORM_EPS)?;
             let y = b.linear(&y, &blk.ff_in.weight, blk.ff_in.bias.as_ref())?;
             let y = b.geglu(&y)?;
-            let y = b.linear(&y, &blk.ff_out.weight, blk.ff_out.bias.as_ref())?;
-            h = b.add(&h, &y)?;
+            h = b.linear_add(&y, &blk.ff_out.weight, blk.ff_out.bias.as_ref(), &h)?;
         }
         // 3. proj_out back to channel-first, plus the residual
-        let out = project_channels(b, &h, &t.proj_out)?.reshape(&s)?;
-        Ok(b.add(x, &out)?)
+        let out = project_channels_add(b, &h, &t.proj_out, &x.reshape(&[batch, c, hw])?)?;
+        Ok(out.reshape(&s)?)
     }
 
     fn layer(

@@ -4,7 +4,7 @@
 
 use fovea_gpu::{Activation, AttentionOptions, Batch, DType, Gpu, Tensor};
 
-use crate::blocks::{Conv, Loader, Norm, Resnet, conv, project_channels, project_tokens};
+use crate::blocks::{Conv, Loader, Norm, Resnet, conv, project_channels_add, project_tokens};
 
 use crate::config::VaeConfig;
 use crate::error::Result;
@@ -215,8 +215,8 @@ impl Vae {
         } else {
             b.attention_materialized(&q, &k, &v, 1.0 / (c as f32).sqrt())?
         };
-        let o = project_channels(b, &o, &a.out)?;
-        Ok(b.add(x, &o.reshape(&s)?)?)
+        let o = project_channels_add(b, &o, &a.out, &x.reshape(&[batch, c, hw])?)?;
+        Ok(o.reshape(&s)?)
     }
 
     fn mid(&self, b: &mut Batch, x: &Tensor, m: &MidBlock) -> Result<Tensor> {

@@ -155,7 +155,9 @@ pub const MATMUL: Kernel = Kernel {
 /// `QUADS=1` (K and N multiples of 4) loads four consecutive values per load: along K
 /// for both operands in the Linear layout (`TRANS_B=1`), along N for the rhs with
 /// `TRANS_B=0` (four neighbouring columns per lane); with `TRANS_A=1` (`SUBGROUP=1`, M a
-/// multiple of 4) along M for the lhs, regrouped by broadcasts.
+/// multiple of 4) along M for the lhs, regrouped by broadcasts. `RESIDUAL=1` (the Linear
+/// layout with quads on 8-lane subgroups) adds a residual tensor as the output is
+/// stored.
 pub const MATMUL_CPU: Kernel = Kernel {
     name: "matmul_cpu",
     source: kernel_source!("matmul_cpu"),
@@ -167,6 +169,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 0),
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -174,6 +177,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 0),
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -181,6 +185,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 0),
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -188,6 +193,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 0),
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -195,6 +201,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -202,6 +209,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -209,6 +217,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -216,6 +225,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -223,6 +233,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 0),
             ("QUADS", 1),
             ("ROW_GROUPS", 1),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -230,6 +241,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 1),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -237,6 +249,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 0),
             ("QUADS", 1),
             ("ROW_GROUPS", 1),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -244,6 +257,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 1),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -251,6 +265,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 2),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -258,6 +273,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 3),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -265,6 +281,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 4),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -272,6 +289,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 2),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -279,6 +297,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 3),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -286,6 +305,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 4),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -293,6 +313,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 1),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -300,6 +321,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 2),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -307,6 +329,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 3),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -314,6 +337,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 4),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -321,6 +345,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 1),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -328,6 +353,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 2),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -335,6 +361,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 3),
+            ("RESIDUAL", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -342,6 +369,39 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("SUBGROUP", 1),
             ("QUADS", 1),
             ("ROW_GROUPS", 4),
+            ("RESIDUAL", 0),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 1),
+            ("RESIDUAL", 1),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 2),
+            ("RESIDUAL", 1),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 3),
+            ("RESIDUAL", 1),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 4),
+            ("RESIDUAL", 1),
         ],
     ],
 };

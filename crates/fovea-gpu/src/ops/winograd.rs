@@ -211,7 +211,7 @@ impl Batch {
                 &[WINOGRAD_TILE_ELEMS, c_out, padded],
                 x.dtype(),
             )?;
-            let m = self.matmul_to(u, &v, None, MatmulOptions::default(), Some(m))?;
+            let m = self.matmul_to(u, &v, None, MatmulOptions::default(), Some(m), None)?;
             params.channels = u32_dim(OP, "C_out", c_out)?;
             let groups = [
                 (count / per_invocation).div_ceil(TRANSFORM_WORKGROUP) as u32,
