@@ -20,6 +20,7 @@
 // QUADS=1 with TRANS_B=0 (lhs (M, K), rhs (K, N), K and N multiples of 4): lane l owns
 // the four neighbouring columns col0 + 4l .. 4l + 3 instead, one rhs quad per k.
 // RESIDUAL=1 (QUADS=1) adds a tensor of the output's shape as the output is stored.
+// GEGLU=1 (QUADS=1, TRANS_B=1) stores GEGLU of the product instead of the product.
 // TRANS_A / TRANS_B fix the stored layouts at pipeline creation. Rows and columns past
 // the matrix are clamped for loading (no divergent branches around loads) and skipped
 // at the store. K is unrolled by 4 by hand: llvmpipe unrolls only loops of <= 32
@@ -38,6 +39,9 @@ const GROUP: u32 = 8u;
 const MAX_ROW_GROUPS: u32 = 4u;
 const ROWS: u32 = GROUP * ROW_GROUPS;
 const COLS: u32 = 4u;
+// Output columns per workgroup: GEGLU (QUADS=1, TRANS_B=1) pairs each lane's two
+// value columns with their two gate columns, so a lane stores two outputs per row.
+const OUT_COLS: u32 = LANES * COLS / (1u + GEGLU);
 const K_UNROLL: u32 = 4u;
 
 struct Params {
@@ -77,6 +81,11 @@ struct Params {
 #endif
 // bias: (N) or (M), per bias_mode; a dummy when bias_mode is 0
 @group(0) @binding(3) var<storage, read> bias: array<elem>;
+#if GEGLU
+// out: (batch, M, N / 2) in pairs: GEGLU of the product, value * gelu(gate) with the
+// values in columns 0 .. N / 2 and the gates after them (diffusers' GEGLU)
+@group(0) @binding(4) var<storage, read_write> out: array<Pair>;
+#else
 #if QUADS
 // out: (batch, M, N) in quads along N (N a multiple of 4)
 @group(0) @binding(4) var<storage, read_write> out: array<Quad>;
@@ -88,6 +97,7 @@ struct Params {
 #else
 // out: (batch, M, N)
 @group(0) @binding(4) var<storage, read_write> out: array<elem>;
+#endif
 #endif
 
 // Operand offsets at k = 0: SUBGROUP=1 keeps this lane's row of each group, SUBGROUP=0
@@ -285,17 +295,26 @@ fn store_group(acc: ptr<function, Acc>, g: u32, g0: u32, col: u32, c_base: u32, 
         } else if params.bias_mode == 2u {
             v += f32(bias[row]);
         }
+#if GEGLU
+        // Output columns col and col + 1 (ldc = N / 2): values x, y; gates z, w.
+        out[(c_base + row * params.ldc + col) / 2u] = pair_of(vec2<f32>(v.x * gelu(v.z), v.y * gelu(v.w)));
+#else
         let o = (c_base + row * params.ldc + col) / 4u;
 #if RESIDUAL
         v += quad_values(residual[o]);
 #endif
         out[o] = quad_of(v);
+#endif
     }
 }
 #endif
 
-// The output column of this lane's accumulator column j.
+// The product column of this lane's accumulator column j (GEGLU: col0 counts output
+// columns, and the lane's two take the values' and the gates' product columns).
 fn lane_col(col0: u32, lane: u32, j: u32) -> u32 {
+    if GEGLU == 1u {
+        return col0 + 2u * lane + j % 2u + (j / 2u) * (params.n / 2u);
+    }
     if QUADS == 1u {
         return col0 + 4u * lane + j;
     }
@@ -312,7 +331,7 @@ fn matmul_cpu(
 ) {
     let batch = wg.z;
     let row0 = wg.y * ROWS;
-    let col0 = wg.x * (LANES * COLS);
+    let col0 = wg.x * OUT_COLS;
     let a_base = batch * params.a_batch_stride;
     let b_base = batch * params.b_batch_stride;
     let last_row = params.m - 1u;
@@ -399,15 +418,16 @@ fn matmul_cpu(
 
     let c_base = batch * params.c_batch_stride;
 #if QUADS
-    let col = col0 + 4u * lane;
-    if col < params.n {
+    // The lane's first output column (of four neighbouring ones, or two with GEGLU).
+    let col = lane_col(col0, lane, 0u);
+    if col < params.n / (1u + GEGLU) {
         var col_bias = vec4<f32>(0.0);
         if params.bias_mode == 1u {
             col_bias = vec4<f32>(
                 f32(bias[col]),
-                f32(bias[col + 1u]),
-                f32(bias[col + 2u]),
-                f32(bias[col + 3u]),
+                f32(bias[lane_col(col0, lane, 1u)]),
+                f32(bias[lane_col(col0, lane, 2u)]),
+                f32(bias[lane_col(col0, lane, 3u)]),
             );
         }
         store_group(&acc, 0u, row0, col, c_base, col_bias);

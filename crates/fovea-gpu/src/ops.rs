@@ -120,6 +120,18 @@ fn key(
     })
 }
 
+/// What a matmul does with its product as it stores it.
+#[derive(Clone, Copy)]
+pub(crate) enum Epilogue<'a> {
+    /// Stores it.
+    Store,
+    /// Adds this tensor of the product's shape (a skip connection).
+    Residual(&'a Tensor),
+    /// Stores diffusers' GEGLU of it: the first half of the columns times GELU of the
+    /// second half, (..., M, N / 2).
+    Geglu,
+}
+
 /// Whether `matmul_cpu` loads and stores four values at a time (its `QUADS` variant):
 /// K and N multiples of 4, so that every row of the operands and of the output, and with
 /// it every batch item, starts on a quad, with lhs (M, K) (rhs (N, K), the Linear
@@ -563,7 +575,7 @@ impl Batch {
         bias: Option<&Tensor>,
         opts: MatmulOptions,
     ) -> Result<Tensor> {
-        self.matmul_to(a, b, bias, opts, None, None)
+        self.matmul_to(a, b, bias, opts, None, Epilogue::Store)
     }
 
     /// [`Batch::matmul`] plus `residual` (of the product's shape and dtype): a skip
@@ -578,11 +590,11 @@ impl Batch {
         opts: MatmulOptions,
         residual: &Tensor,
     ) -> Result<Tensor> {
-        self.matmul_to(a, b, bias, opts, None, Some(residual))
+        self.matmul_to(a, b, bias, opts, None, Epilogue::Residual(residual))
     }
 
-    /// [`Batch::matmul`] into `out` (of the product's shape and dtype) when given,
-    /// else into a new tensor, plus `residual` when given (see [`Batch::matmul_add`]).
+    /// [`Batch::matmul`] into `out` (of the stored shape and dtype) when given, else
+    /// into a new tensor, through `epilogue`.
     pub(crate) fn matmul_to(
         &mut self,
         a: &Tensor,
@@ -590,9 +602,14 @@ impl Batch {
         bias: Option<&Tensor>,
         opts: MatmulOptions,
         out: Option<Tensor>,
-        residual: Option<&Tensor>,
+        epilogue: Epilogue<'_>,
     ) -> Result<Tensor> {
         const OP: &str = "matmul";
+        let residual = match epilogue {
+            Epilogue::Residual(r) => Some(r),
+            _ => None,
+        };
+        let geglu = matches!(epilogue, Epilogue::Geglu);
         let mut all = vec![a, b];
         all.extend(bias);
         all.extend(residual);
@@ -660,8 +677,22 @@ impl Batch {
                 ),
             ));
         }
+        let plan = self.gpu().kernel_plan().matmul;
+        let subgroup = plan == MatmulKernel::CpuSubgroup;
+        let quads = matmul_cpu_quads(opts, subgroup, m, k, n);
+        // The epilogues in the software kernel's store: the Linear layout's quads on
+        // 8-lane subgroups.
+        let fused = subgroup && quads && opts.trans_b && !opts.trans_a;
+        if geglu && !fused {
+            if !n.is_multiple_of(2) {
+                return Err(op_err(OP, format!("GEGLU needs an even N, got {n}")));
+            }
+            let y = self.matmul_to(a, b, bias, opts, None, Epilogue::Store)?;
+            return self.geglu(&y);
+        }
+        let out_n = if geglu { n / 2 } else { n };
         let mut out_shape = lead.to_vec();
-        out_shape.extend([m, n]);
+        out_shape.extend([m, out_n]);
         let y = match out {
             Some(y) if y.shape() == out_shape.as_slice() && y.dtype() == a.dtype() => y,
             Some(y) => {
@@ -711,10 +742,10 @@ impl Batch {
             } else {
                 u32_dim(OP, "b batch stride", k * n)?
             },
-            c_batch_stride: u32_dim(OP, "c batch stride", m * n)?,
+            c_batch_stride: u32_dim(OP, "c batch stride", m * out_n)?,
             lda: (if opts.trans_a { m } else { k }) as u32,
             ldb: (if opts.trans_b { k } else { n }) as u32,
-            ldc: n as u32,
+            ldc: out_n as u32,
             trans_a: opts.trans_a as u32,
             trans_b: opts.trans_b as u32,
             bias_mode: match (bias.is_some(), opts.bias_per_row) {
@@ -726,17 +757,14 @@ impl Batch {
             ..Zeroable::zeroed()
         };
         // The device's plan picks the kernel family; each has its own tile shape.
-        let mut fused_residual = false;
-        let (pipeline, groups) = match self.gpu().kernel_plan().matmul {
+        let fused_residual = residual.is_some() && fused;
+        let (pipeline, groups) = match plan {
             MatmulKernel::Tiled => (
                 key("matmul", dtype, &[], "matmul")?,
                 [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32],
             ),
             cpu @ (MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup) => {
                 let subgroup = cpu == MatmulKernel::CpuSubgroup;
-                let quads = matmul_cpu_quads(opts, subgroup, m, k, n);
-                fused_residual =
-                    residual.is_some() && subgroup && quads && opts.trans_b && !opts.trans_a;
                 // The quad loads shared by subgroup broadcasts take up to 4 groups.
                 let row_groups = row_groups(m, if subgroup && quads { 4 } else { 1 });
                 (
@@ -750,6 +778,7 @@ impl Batch {
                             ("QUADS", quads as u32),
                             ("ROW_GROUPS", row_groups as u32),
                             ("RESIDUAL", fused_residual as u32),
+                            ("GEGLU", geglu as u32),
                         ],
                         "matmul_cpu",
                     )?,
@@ -791,7 +820,7 @@ impl Batch {
 
     /// PyTorch Linear: x (..., in) @ weight (out, in)^T + bias (out) -> (..., out).
     pub fn linear(&mut self, x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        self.linear_to(x, weight, bias, None)
+        self.linear_to(x, weight, bias, None, false)
     }
 
     /// [`Batch::linear`] plus `residual` (of the output's shape): a skip connection,
@@ -803,7 +832,20 @@ impl Batch {
         bias: Option<&Tensor>,
         residual: &Tensor,
     ) -> Result<Tensor> {
-        self.linear_to(x, weight, bias, Some(residual))
+        self.linear_to(x, weight, bias, Some(residual), false)
+    }
+
+    /// diffusers' GEGLU of a Linear layer: x W^T + b (..., out), split in halves along
+    /// the last axis, value * gelu(gate) -> (..., out / 2). The software class's kernels
+    /// on 8-lane subgroups compute it as they store the product (in and out multiples of
+    /// 4), sparing a pass over the product; elsewhere it is `linear`, then `geglu`.
+    pub fn linear_geglu(
+        &mut self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        self.linear_to(x, weight, bias, None, true)
     }
 
     fn linear_to(
@@ -812,6 +854,7 @@ impl Batch {
         weight: &Tensor,
         bias: Option<&Tensor>,
         residual: Option<&Tensor>,
+        geglu: bool,
     ) -> Result<Tensor> {
         if x.shape().is_empty() || weight.shape().len() != 2 {
             return Err(op_err(
@@ -846,7 +889,15 @@ impl Batch {
             trans_b: true,
             ..Default::default()
         };
-        let y = self.matmul_to(&x2, weight, bias, opts, None, residual.as_ref())?;
+        let epilogue = match (&residual, geglu) {
+            (Some(r), _) => Epilogue::Residual(r),
+            (None, true) => Epilogue::Geglu,
+            (None, false) => Epilogue::Store,
+        };
+        let y = self.matmul_to(&x2, weight, bias, opts, None, epilogue)?;
+        if geglu {
+            *out_shape.last_mut().expect("non-empty") /= 2;
+        }
         y.reshape(&out_shape)
     }
 

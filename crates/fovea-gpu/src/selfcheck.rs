@@ -76,6 +76,15 @@ fn bound(dtype: DType) -> f64 {
     }
 }
 
+/// A Linear layer's random operands and its float64 reference product.
+struct LinearCase {
+    label: String,
+    x: Tensor,
+    w: Tensor,
+    bias: Option<Tensor>,
+    want: Vec<f64>,
+}
+
 /// A convolution's inputs on the device and its float64 reference output.
 struct ConvCase {
     x: Tensor,
@@ -325,6 +334,58 @@ impl Checker {
         with_bias: bool,
         dtype: DType,
     ) -> Result<Check> {
+        let case = self.linear_case(batch, rows, in_features, out_features, with_bias, dtype)?;
+        let (res, rr) = self.input("residual", &[batch, rows, out_features], dtype, 1.0)?;
+        self.poison(&[batch, rows, out_features], dtype)?;
+        let mut b = self.gpu.batch();
+        let y = b.linear_add(&case.x, &case.w, case.bias.as_ref(), &res)?;
+        b.submit()?;
+        let got = self.gpu.read_f32(&y).await?;
+        let want: Vec<f64> = case.want.iter().zip(&rr).map(|(p, r)| p + r).collect();
+        Ok(self.finish(
+            format!("{} + residual {dtype}", case.label),
+            dtype,
+            &got,
+            &want,
+        ))
+    }
+
+    /// GEGLU of a Linear layer (`Batch::linear_geglu`): x (batch, rows, in) @
+    /// W (out, in)^T [+ bias], value * gelu(gate) over its halves -> (batch, rows, out / 2).
+    pub async fn linear_geglu(
+        &mut self,
+        batch: usize,
+        rows: usize,
+        in_features: usize,
+        out_features: usize,
+        with_bias: bool,
+        dtype: DType,
+    ) -> Result<Check> {
+        let case = self.linear_case(batch, rows, in_features, out_features, with_bias, dtype)?;
+        self.poison(&[batch, rows, out_features / 2], dtype)?;
+        let mut b = self.gpu.batch();
+        let y = b.linear_geglu(&case.x, &case.w, case.bias.as_ref())?;
+        b.submit()?;
+        let got = self.gpu.read_f32(&y).await?;
+        Ok(self.finish(
+            format!("{} -> geglu {dtype}", case.label),
+            dtype,
+            &got,
+            &r::geglu(&case.want, out_features / 2),
+        ))
+    }
+
+    /// Random x (batch, rows, in), W (out, in) and (when `with_bias`) bias of a Linear
+    /// layer, and the float64 reference product (batch * rows, out).
+    fn linear_case(
+        &mut self,
+        batch: usize,
+        rows: usize,
+        in_features: usize,
+        out_features: usize,
+        with_bias: bool,
+        dtype: DType,
+    ) -> Result<LinearCase> {
         let (x, xr) = self.input("x", &[batch, rows, in_features], dtype, 1.0)?;
         let (w, wr) = self.input("w", &[out_features, in_features], dtype, 1.0)?;
         let bias = if with_bias {
@@ -332,13 +393,7 @@ impl Checker {
         } else {
             None
         };
-        let (res, rr) = self.input("residual", &[batch, rows, out_features], dtype, 1.0)?;
-        self.poison(&[batch, rows, out_features], dtype)?;
-        let mut b = self.gpu.batch();
-        let y = b.linear_add(&x, &w, bias.as_ref().map(|(t, _)| t), &res)?;
-        b.submit()?;
-        let got = self.gpu.read_f32(&y).await?;
-        let mut want = r::matmul(
+        let want = r::matmul(
             &xr,
             &wr,
             bias.as_ref().map(|(_, v)| v.as_slice()),
@@ -352,18 +407,16 @@ impl Checker {
             false,
             1.0,
         );
-        for (w, r) in want.iter_mut().zip(&rr) {
-            *w += r;
-        }
-        Ok(self.finish(
-            format!(
-                "linear {batch}x{rows}x{in_features} -> {out_features}{} + residual {dtype}",
+        Ok(LinearCase {
+            label: format!(
+                "linear {batch}x{rows}x{in_features} -> {out_features}{}",
                 if with_bias { " + bias" } else { "" }
             ),
-            dtype,
-            &got,
-            &want,
-        ))
+            x,
+            w,
+            bias: bias.map(|(t, _)| t),
+            want,
+        })
     }
 
     /// Matmul with a per-row (M) bias, as projections of channel-first data use, with

@@ -206,6 +206,21 @@ fn matmul_cases(c: &mut fovea_gpu::selfcheck::Checker) {
                 block_on(c.linear_add(batch, rows, inf, outf, bias, dt)),
             );
         }
+        // GEGLU of a Linear layer: in the store on 8-lane subgroups where K and N are
+        // multiples of 4 (1 to 4 row groups, output columns past the last workgroup's
+        // half), `linear` then `geglu` elsewhere (N = 6).
+        for (batch, rows, inf, outf, bias) in [
+            (2, 45, 12, 40, true),
+            (1, 9, 8, 8, false),
+            (1, 20, 16, 24, true),
+            (2, 1024, 64, 512, true),
+            (1, 7, 8, 6, true),
+        ] {
+            expect_pass(
+                c.seed,
+                block_on(c.linear_geglu(batch, rows, inf, outf, bias, dt)),
+            );
+        }
         // A bias per row (M), with quads stored a row at a time on software adapters
         // (both layouts, several row blocks, the last part-filled) and without.
         for (batch, m, n, k, tb) in [

@@ -373,8 +373,7 @@ impl UNet {
                 &h,
             )?;
             let y = b.layer_norm(&h, blk.norm3.affine(), LAYER_NORM_EPS)?;
-            let y = b.linear(&y, &blk.ff_in.weight, blk.ff_in.bias.as_ref())?;
-            let y = b.geglu(&y)?;
+            let y = b.linear_geglu(&y, &blk.ff_in.weight, blk.ff_in.bias.as_ref())?;
             h = b.linear_add(&y, &blk.ff_out.weight, blk.ff_out.bias.as_ref(), &h)?;
         }
         // 3. proj_out back to channel-first, plus the residual

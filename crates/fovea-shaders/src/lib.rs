@@ -157,7 +157,8 @@ pub const MATMUL: Kernel = Kernel {
 /// `TRANS_B=0` (four neighbouring columns per lane); with `TRANS_A=1` (`SUBGROUP=1`, M a
 /// multiple of 4) along M for the lhs, regrouped by broadcasts. `RESIDUAL=1` (the Linear
 /// layout with quads on 8-lane subgroups) adds a residual tensor as the output is
-/// stored.
+/// stored; `GEGLU=1` (the same layouts) stores diffusers' GEGLU of the product, halving
+/// its columns.
 pub const MATMUL_CPU: Kernel = Kernel {
     name: "matmul_cpu",
     source: kernel_source!("matmul_cpu"),
@@ -170,6 +171,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -178,6 +180,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -186,6 +189,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -194,6 +198,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -202,6 +207,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -210,6 +216,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -218,6 +225,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -226,6 +234,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 0),
             ("ROW_GROUPS", 1),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -234,6 +243,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 1),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -242,6 +252,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 1),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -250,6 +261,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 1),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -258,6 +270,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 1),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -266,6 +279,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 2),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -274,6 +288,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 3),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -282,6 +297,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 4),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -290,6 +306,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 2),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -298,6 +315,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 3),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -306,6 +324,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 4),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -314,6 +333,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 1),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -322,6 +342,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 2),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -330,6 +351,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 3),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -338,6 +360,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 4),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -346,6 +369,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 1),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -354,6 +378,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 2),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -362,6 +387,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 3),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 1),
@@ -370,6 +396,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 4),
             ("RESIDUAL", 0),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -378,6 +405,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 1),
             ("RESIDUAL", 1),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -386,6 +414,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 2),
             ("RESIDUAL", 1),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -394,6 +423,7 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 3),
             ("RESIDUAL", 1),
+            ("GEGLU", 0),
         ],
         &[
             ("TRANS_A", 0),
@@ -402,6 +432,43 @@ pub const MATMUL_CPU: Kernel = Kernel {
             ("QUADS", 1),
             ("ROW_GROUPS", 4),
             ("RESIDUAL", 1),
+            ("GEGLU", 0),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 1),
+            ("RESIDUAL", 0),
+            ("GEGLU", 1),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 2),
+            ("RESIDUAL", 0),
+            ("GEGLU", 1),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 3),
+            ("RESIDUAL", 0),
+            ("GEGLU", 1),
+        ],
+        &[
+            ("TRANS_A", 0),
+            ("TRANS_B", 1),
+            ("SUBGROUP", 1),
+            ("QUADS", 1),
+            ("ROW_GROUPS", 4),
+            ("RESIDUAL", 0),
+            ("GEGLU", 1),
         ],
     ],
 };

@@ -5,7 +5,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{MatmulOptions, float_dtype, key, op_err, u32_dim};
+use super::{Epilogue, MatmulOptions, float_dtype, key, op_err, u32_dim};
 use crate::batch::{Batch, Bind, Workgroups};
 use crate::error::Result;
 use crate::tensor::Tensor;
@@ -211,7 +211,14 @@ impl Batch {
                 &[WINOGRAD_TILE_ELEMS, c_out, padded],
                 x.dtype(),
             )?;
-            let m = self.matmul_to(u, &v, None, MatmulOptions::default(), Some(m), None)?;
+            let m = self.matmul_to(
+                u,
+                &v,
+                None,
+                MatmulOptions::default(),
+                Some(m),
+                Epilogue::Store,
+            )?;
             params.channels = u32_dim(OP, "C_out", c_out)?;
             let groups = [
                 (count / per_invocation).div_ceil(TRANSFORM_WORKGROUP) as u32,
