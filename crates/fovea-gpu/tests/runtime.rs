@@ -444,10 +444,10 @@ fn profiled_batches_time_each_op() {
     let matmul = match g.kernel_plan().matmul {
         MatmulKernel::Tiled => "matmul:f32/matmul",
         MatmulKernel::CpuUniform => {
-            "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=0,QUADS=1,ROW_GROUPS=1/matmul_cpu"
+            "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=0,QUADS=1,ROW_GROUPS=1,RESIDUAL=0,GEGLU=0/matmul_cpu"
         }
         MatmulKernel::CpuSubgroup => {
-            "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=1,QUADS=1,ROW_GROUPS=4/matmul_cpu"
+            "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=1,QUADS=1,ROW_GROUPS=4,RESIDUAL=0,GEGLU=0/matmul_cpu"
         }
         MatmulKernel::CpuBlocked => "matmul_blocked:f32/matmul_blocked",
     };
@@ -504,8 +504,9 @@ fn the_plan_picks_the_attention_kernel() {
                 plan.matmul == MatmulKernel::CpuBlocked
             );
             let want = if plan.attention_per_lane && d == 32 {
-                // Rows of 2 * 32 elements: k and v are read in quads.
-                "attention_cpu:f32:HEAD_DIM=32,SUBGROUP=1,COUNT_WORK=0,QUADS=1/attention_cpu"
+                // Rows of 2 * 32 elements: k and v are read in quads; four queries
+                // per lane at this head dim.
+                "attention_cpu:f32:HEAD_DIM=32,SUBGROUP=1,COUNT_WORK=0,QUADS=1,QUERY_GROUPS=4/attention_cpu"
                     .to_string()
             } else if plan.attention_blocked && d <= 32 {
                 // Head dims 17..=32: the 32-wide rows.
