@@ -191,24 +191,10 @@ fn matmul_cases(c: &mut fovea_gpu::selfcheck::Checker) {
                 block_on(c.matmul(batch, m, n, k, ta, tb, bias, bb, dt)),
             );
         }
-        // Linear plus a residual: fused into the store on 8-lane subgroups where K and N
-        // are multiples of 4 (1 to 4 row groups, with and without bias), a separate add
-        // elsewhere (N = 6).
-        for (batch, rows, inf, outf, bias) in [
-            (2, 45, 12, 20, true),
-            (1, 9, 8, 4, false),
-            (1, 20, 16, 8, true),
-            (2, 1024, 64, 64, true),
-            (1, 7, 8, 6, true),
-        ] {
-            expect_pass(
-                c.seed,
-                block_on(c.linear_add(batch, rows, inf, outf, bias, dt)),
-            );
-        }
-        // GEGLU of a Linear layer: in the store on 8-lane subgroups where K and N are
-        // multiples of 4 (1 to 4 row groups, output columns past the last workgroup's
-        // half), `linear` then `geglu` elsewhere (N = 6).
+        // Linear plus a residual, and GEGLU of a Linear: both in the matmul's store on
+        // 8-lane subgroups where K and N are multiples of 4 (1 to 4 row groups, with and
+        // without bias; GEGLU's output columns past the last workgroup's half), separate
+        // ops elsewhere (N = 6).
         for (batch, rows, inf, outf, bias) in [
             (2, 45, 12, 40, true),
             (1, 9, 8, 8, false),
@@ -216,6 +202,10 @@ fn matmul_cases(c: &mut fovea_gpu::selfcheck::Checker) {
             (2, 1024, 64, 512, true),
             (1, 7, 8, 6, true),
         ] {
+            expect_pass(
+                c.seed,
+                block_on(c.linear_add(batch, rows, inf, outf, bias, dt)),
+            );
             expect_pass(
                 c.seed,
                 block_on(c.linear_geglu(batch, rows, inf, outf, bias, dt)),
