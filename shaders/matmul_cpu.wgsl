@@ -19,7 +19,8 @@
 // eight 3.3).
 // QUADS=1 with TRANS_B=0 (lhs (M, K), rhs (K, N), K and N multiples of 4): lane l owns
 // the four neighbouring columns col0 + 4l .. 4l + 3 instead, one rhs quad per k.
-// RESIDUAL=1 (QUADS=1) adds a tensor of the output's shape as the output is stored.
+// QUADS=1 without GEGLU adds a tensor of the output's shape as the output is stored when
+// params.residual is 1.
 // GEGLU=1 (QUADS=1, TRANS_B=1) stores GEGLU of the product instead of the product.
 // TRANS_A / TRANS_B fix the stored layouts at pipeline creation. Rows and columns past
 // the matrix are clamped for loading (no divergent branches around loads) and skipped
@@ -63,7 +64,8 @@ struct Params {
     // 1: add bias[n] to every row; 2: add bias[m] to every column.
     bias_mode: u32,
     alpha: f32,
-    _pad0: u32,
+    // 1: add `residual` as the output is stored (QUADS=1 without GEGLU).
+    residual: u32,
     _pad1: u32,
 }
 
@@ -89,11 +91,11 @@ struct Params {
 #if QUADS
 // out: (batch, M, N) in quads along N (N a multiple of 4)
 @group(0) @binding(4) var<storage, read_write> out: array<Quad>;
-#if RESIDUAL
-// residual: (batch, M, N) in quads, added to the output as it is stored (a skip
-// connection: one pass over the output fewer than a separate add)
+// residual: (batch, M, N) in quads, added to the output as it is stored when
+// params.residual is 1 (a skip connection: one pass over the output fewer than a
+// separate add; a runtime switch, so that it costs no pipeline of its own); a dummy
+// otherwise
 @group(0) @binding(5) var<storage, read> residual: array<Quad>;
-#endif
 #else
 // out: (batch, M, N)
 @group(0) @binding(4) var<storage, read_write> out: array<elem>;
@@ -300,9 +302,9 @@ fn store_group(acc: ptr<function, Acc>, g: u32, g0: u32, col: u32, c_base: u32, 
         out[(c_base + row * params.ldc + col) / 2u] = pair_of(vec2<f32>(v.x * gelu(v.z), v.y * gelu(v.w)));
 #else
         let o = (c_base + row * params.ldc + col) / 4u;
-#if RESIDUAL
-        v += quad_values(residual[o]);
-#endif
+        if params.residual == 1u {
+            v += quad_values(residual[o]);
+        }
         out[o] = quad_of(v);
 #endif
     }

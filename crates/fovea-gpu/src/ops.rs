@@ -223,7 +223,9 @@ struct MatmulParams {
     trans_b: u32,
     bias_mode: u32,
     alpha: f32,
-    _pad: [u32; 2],
+    // 1: add the residual binding as the output is stored (matmul_cpu's quad paths).
+    residual: u32,
+    _pad: u32,
 }
 
 #[repr(C)]
@@ -727,6 +729,7 @@ impl Batch {
             None => None,
         };
         let residual = residual.as_ref();
+        let fused_residual = residual.is_some() && fused;
         let params = MatmulParams {
             m: u32_dim(OP, "M", m)?,
             n: u32_dim(OP, "N", n)?,
@@ -754,10 +757,10 @@ impl Batch {
                 (true, true) => 2,
             },
             alpha: opts.alpha,
+            residual: fused_residual as u32,
             ..Zeroable::zeroed()
         };
         // The device's plan picks the kernel family; each has its own tile shape.
-        let fused_residual = residual.is_some() && fused;
         let (pipeline, groups) = match plan {
             MatmulKernel::Tiled => (
                 key("matmul", dtype, &[], "matmul")?,
@@ -777,7 +780,6 @@ impl Batch {
                             ("SUBGROUP", subgroup as u32),
                             ("QUADS", quads as u32),
                             ("ROW_GROUPS", row_groups as u32),
-                            ("RESIDUAL", fused_residual as u32),
                             ("GEGLU", geglu as u32),
                         ],
                         "matmul_cpu",
@@ -802,8 +804,11 @@ impl Batch {
             (3, bias_bind),
             (4, Bind::Tensor(&y)),
         ];
-        if fused_residual {
-            binds.extend(residual.map(|r| (5, Bind::Tensor(r))));
+        // matmul_cpu's quad stores read the residual binding when params.residual is 1.
+        let cpu = matches!(plan, MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup);
+        if cpu && quads && !geglu {
+            let r = residual.filter(|_| fused_residual);
+            binds.push((5, r.map_or(Bind::Dummy, Bind::Tensor)));
         }
         let d = self.gpu().dispatch(
             &pipeline,

@@ -444,10 +444,10 @@ fn profiled_batches_time_each_op() {
     let matmul = match g.kernel_plan().matmul {
         MatmulKernel::Tiled => "matmul:f32/matmul",
         MatmulKernel::CpuUniform => {
-            "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=0,QUADS=1,ROW_GROUPS=1,RESIDUAL=0,GEGLU=0/matmul_cpu"
+            "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=0,QUADS=1,ROW_GROUPS=1,GEGLU=0/matmul_cpu"
         }
         MatmulKernel::CpuSubgroup => {
-            "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=1,QUADS=1,ROW_GROUPS=4,RESIDUAL=0,GEGLU=0/matmul_cpu"
+            "matmul_cpu:f32:TRANS_A=0,TRANS_B=0,SUBGROUP=1,QUADS=1,ROW_GROUPS=4,GEGLU=0/matmul_cpu"
         }
         MatmulKernel::CpuBlocked => "matmul_blocked:f32/matmul_blocked",
     };

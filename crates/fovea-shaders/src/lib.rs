@@ -149,14 +149,13 @@ pub const MATMUL: Kernel = Kernel {
 /// `matmul_cpu`'s define sets, one row of values per set in the order of the comment
 /// at the list.
 macro_rules! matmul_cpu_sets {
-    ($([$ta:literal, $tb:literal, $sg:literal, $q:literal, $rg:literal, $res:literal, $geglu:literal]),* $(,)?) => {
+    ($([$ta:literal, $tb:literal, $sg:literal, $q:literal, $rg:literal, $geglu:literal]),* $(,)?) => {
         &[$(&[
             ("TRANS_A", $ta),
             ("TRANS_B", $tb),
             ("SUBGROUP", $sg),
             ("QUADS", $q),
             ("ROW_GROUPS", $rg),
-            ("RESIDUAL", $res),
             ("GEGLU", $geglu),
         ]),*]
     };
@@ -171,50 +170,45 @@ macro_rules! matmul_cpu_sets {
 /// `QUADS=1` (K and N multiples of 4) loads four consecutive values per load: along K
 /// for both operands in the Linear layout (`TRANS_B=1`), along N for the rhs with
 /// `TRANS_B=0` (four neighbouring columns per lane); with `TRANS_A=1` (`SUBGROUP=1`, M a
-/// multiple of 4) along M for the lhs, regrouped by broadcasts. `RESIDUAL=1` (the Linear
-/// layout with quads on 8-lane subgroups) adds a residual tensor as the output is
-/// stored; `GEGLU=1` (the same layouts) stores diffusers' GEGLU of the product, halving
-/// its columns.
+/// multiple of 4) along M for the lhs, regrouped by broadcasts; the quad stores add a
+/// residual tensor when the parameters ask. `GEGLU=1` (the Linear layout with quads on
+/// 8-lane subgroups) stores diffusers' GEGLU of the product, halving its columns.
 pub const MATMUL_CPU: Kernel = Kernel {
     name: "matmul_cpu",
     source: kernel_source!("matmul_cpu"),
     entry_points: &["matmul_cpu"],
     define_sets: matmul_cpu_sets![
-        // TRANS_A, TRANS_B, SUBGROUP, QUADS, ROW_GROUPS, RESIDUAL, GEGLU
-        [0, 0, 0, 0, 1, 0, 0],
-        [0, 1, 0, 0, 1, 0, 0],
-        [1, 0, 0, 0, 1, 0, 0],
-        [1, 1, 0, 0, 1, 0, 0],
-        [0, 0, 1, 0, 1, 0, 0],
-        [0, 1, 1, 0, 1, 0, 0],
-        [1, 0, 1, 0, 1, 0, 0],
-        [1, 1, 1, 0, 1, 0, 0],
-        [0, 1, 0, 1, 1, 0, 0],
-        [0, 1, 1, 1, 1, 0, 0],
-        [0, 0, 0, 1, 1, 0, 0],
-        [0, 0, 1, 1, 1, 0, 0],
-        [0, 1, 1, 1, 2, 0, 0],
-        [0, 1, 1, 1, 3, 0, 0],
-        [0, 1, 1, 1, 4, 0, 0],
-        [0, 0, 1, 1, 2, 0, 0],
-        [0, 0, 1, 1, 3, 0, 0],
-        [0, 0, 1, 1, 4, 0, 0],
-        [1, 1, 1, 1, 1, 0, 0],
-        [1, 1, 1, 1, 2, 0, 0],
-        [1, 1, 1, 1, 3, 0, 0],
-        [1, 1, 1, 1, 4, 0, 0],
-        [1, 0, 1, 1, 1, 0, 0],
-        [1, 0, 1, 1, 2, 0, 0],
-        [1, 0, 1, 1, 3, 0, 0],
-        [1, 0, 1, 1, 4, 0, 0],
-        [0, 1, 1, 1, 1, 1, 0],
-        [0, 1, 1, 1, 2, 1, 0],
-        [0, 1, 1, 1, 3, 1, 0],
-        [0, 1, 1, 1, 4, 1, 0],
-        [0, 1, 1, 1, 1, 0, 1],
-        [0, 1, 1, 1, 2, 0, 1],
-        [0, 1, 1, 1, 3, 0, 1],
-        [0, 1, 1, 1, 4, 0, 1],
+        // TRANS_A, TRANS_B, SUBGROUP, QUADS, ROW_GROUPS, GEGLU
+        [0, 0, 0, 0, 1, 0],
+        [0, 1, 0, 0, 1, 0],
+        [1, 0, 0, 0, 1, 0],
+        [1, 1, 0, 0, 1, 0],
+        [0, 0, 1, 0, 1, 0],
+        [0, 1, 1, 0, 1, 0],
+        [1, 0, 1, 0, 1, 0],
+        [1, 1, 1, 0, 1, 0],
+        [0, 1, 0, 1, 1, 0],
+        [0, 1, 1, 1, 1, 0],
+        [0, 0, 0, 1, 1, 0],
+        [0, 0, 1, 1, 1, 0],
+        [0, 1, 1, 1, 2, 0],
+        [0, 1, 1, 1, 3, 0],
+        [0, 1, 1, 1, 4, 0],
+        [0, 0, 1, 1, 2, 0],
+        [0, 0, 1, 1, 3, 0],
+        [0, 0, 1, 1, 4, 0],
+        [1, 1, 1, 1, 1, 0],
+        [1, 1, 1, 1, 2, 0],
+        [1, 1, 1, 1, 3, 0],
+        [1, 1, 1, 1, 4, 0],
+        [1, 0, 1, 1, 1, 0],
+        [1, 0, 1, 1, 2, 0],
+        [1, 0, 1, 1, 3, 0],
+        [1, 0, 1, 1, 4, 0],
+        [0, 1, 1, 1, 1, 1],
+        [0, 1, 1, 1, 2, 1],
+        [0, 1, 1, 1, 3, 1],
+        [0, 1, 1, 1, 4, 1],
     ],
 };
 
