@@ -43,7 +43,8 @@ struct Params {
     c_in: u32,
     has_bias: u32,
     tile_base: u32,
-    _pad1: u32,
+    // winograd_output: 1 adds `residual`, 2 adds `per_channel` (bits; 0: neither).
+    adds: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -67,6 +68,15 @@ struct Params {
 // variants)
 @group(0) @binding(4) var<storage, read> weights_in: array<elem>;
 @group(0) @binding(5) var<storage, read_write> weights_out: array<elem>;
+// winograd_output's adds, switched by params.adds (dummies when off): a skip connection
+// (N, C_out, H, W), laid out as y, and one value per image and output channel (N, C_out),
+// a resnet's time embedding. Added as the output is stored: a pass over it fewer each.
+#if PAIRS
+@group(0) @binding(6) var<storage, read> residual: array<Pair>;
+#else
+@group(0) @binding(6) var<storage, read> residual: array<elem>;
+#endif
+@group(0) @binding(7) var<storage, read> per_channel: array<elem>;
 
 // V = B^T d B for the 4x4 patch d (rows d[0..4]), as four rows.
 fn input_tile(d: array<vec4<f32>, 4>) -> array<vec4<f32>, 4> {
@@ -89,10 +99,14 @@ fn output_tile(m: array<vec4<f32>, 4>, b: f32) -> array<vec2<f32>, 2> {
     );
 }
 
-fn bias_of(o: u32) -> f32 {
+// Output channel o's bias in image n, plus its per-channel add when asked.
+fn bias_of(n: u32, o: u32) -> f32 {
     var b = 0.0;
     if params.has_bias == 1u {
         b = f32(bias[o]);
+    }
+    if (params.adds & 2u) != 0u {
+        b += f32(per_channel[n * params.channels + o]);
     }
     return b;
 }
@@ -179,18 +193,26 @@ fn winograd_output(@builtin(global_invocation_id) gid: vec3<u32>) {
         ma[i] = vec4<f32>(m0.x, m1.x, m2.x, m3.x);
         mb[i] = vec4<f32>(m0.y, m1.y, m2.y, m3.y);
     }
-    let b = bias_of(o);
+    // The two tiles share a row of tiles, so an image.
+    let at = tile_position(2u * tp);
+    let b = bias_of(at.x, o);
     let ya = output_tile(ma, b);
     let yb = output_tile(mb, b);
-    let at = tile_position(2u * tp);
     let half_w = params.w / 2u;
     let plane = (at.x * params.channels + o) * params.h * half_w;
     for (var r = 0u; r < 2u; r++) {
         let row = 2u * at.y + r;
         if row < params.h {
             // Columns 2 tx .. 2 tx + 3: pairs tx and tx + 1.
-            dst[plane + row * half_w + at.z] = pair_of(ya[r]);
-            dst[plane + row * half_w + at.z + 1u] = pair_of(yb[r]);
+            let i = plane + row * half_w + at.z;
+            var pa = ya[r];
+            var pb = yb[r];
+            if (params.adds & 1u) != 0u {
+                pa += pair_values(residual[i]);
+                pb += pair_values(residual[i + 1u]);
+            }
+            dst[i] = pair_of(pa);
+            dst[i + 1u] = pair_of(pb);
         }
     }
 }
@@ -259,21 +281,31 @@ fn winograd_output(@builtin(global_invocation_id) gid: vec3<u32>) {
             f32(src[(4u * i + 3u) * planes + in0]),
         );
     }
-    let y = output_tile(m, bias_of(o));
     let at = tile_position(t);
+    let y = output_tile(m, bias_of(at.x, o));
     let plane = (at.x * params.channels + o) * params.h * params.w;
     for (var r = 0u; r < 2u; r++) {
         let row = 2u * at.y + r;
         let col = 2u * at.z;
         if row < params.h {
-            dst[plane + row * params.w + col] = elem(y[r].x);
+            let i = plane + row * params.w + col;
+            store_added(i, y[r].x);
             if col + 1u < params.w {
-                dst[plane + row * params.w + col + 1u] = elem(y[r].y);
+                store_added(i + 1u, y[r].y);
             }
         }
     }
 }
 
+
+// Stores y element i, plus the residual's when asked.
+fn store_added(i: u32, v: f32) {
+    var x = v;
+    if (params.adds & 1u) != 0u {
+        x += f32(residual[i]);
+    }
+    dst[i] = elem(x);
+}
 #endif
 
 // The three weights from element i on.

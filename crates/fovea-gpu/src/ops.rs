@@ -14,6 +14,7 @@ use crate::plan::MatmulKernel;
 use crate::tensor::{DType, Tensor, fmt_shape};
 
 mod winograd;
+pub use winograd::ConvAdds;
 pub use winograd::{WINOGRAD_RUN_ELEMS, WINOGRAD_TILE_ELEMS};
 
 /// Activation applied by [`Batch::unary`].

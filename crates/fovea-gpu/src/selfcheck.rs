@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use crate::attention::{AttentionOptions, HeadLayout, HeadView};
 use crate::context::Gpu;
 use crate::error::Result;
-use crate::ops::{Activation, BinaryOp, MatmulOptions, TimestepOptions};
+use crate::ops::{Activation, BinaryOp, ConvAdds, MatmulOptions, TimestepOptions};
 use crate::reference as r;
 use crate::tensor::{DType, Tensor};
 
@@ -632,6 +632,7 @@ impl Checker {
         w: usize,
         c_out: usize,
         with_bias: bool,
+        with_adds: bool,
         max_run_elems: usize,
         dtype: DType,
     ) -> Result<Check> {
@@ -639,19 +640,37 @@ impl Checker {
         let mut prep = self.gpu.batch();
         let u = prep.winograd_weights(&case.w)?;
         prep.submit()?;
+        // With adds: a value per image and output channel and a residual, stored added.
+        let mut want = case.want.clone();
+        let adds = if with_adds {
+            let (pc, pcr) = self.input("per channel", &[n, c_out], dtype, 1.0)?;
+            let (res, rr) = self.input("residual", &[n, c_out, h, w], dtype, 1.0)?;
+            for (i, v) in want.iter_mut().enumerate() {
+                *v += pcr[i / (h * w)] + rr[i];
+            }
+            Some((pc, res))
+        } else {
+            None
+        };
         self.poison(&[n, c_out, h, w], dtype)?;
         let mut b = self.gpu.batch();
-        let y = b.conv2d_winograd_in_runs(&case.x, &u, case.bias.as_ref(), max_run_elems)?;
+        let conv_adds = ConvAdds {
+            per_channel: adds.as_ref().map(|(p, _)| p),
+            residual: adds.as_ref().map(|(_, r)| r),
+        };
+        let y =
+            b.conv2d_winograd_in_runs(&case.x, &u, case.bias.as_ref(), conv_adds, max_run_elems)?;
         b.submit()?;
         let got = self.gpu.read_f32(&y).await?;
         Ok(self.finish(
             format!(
-                "conv2d_winograd ({n}, {c_in}, {h}, {w}) -> {c_out}{} runs <= {max_run_elems} {dtype}",
-                if with_bias { " + bias" } else { "" }
+                "conv2d_winograd ({n}, {c_in}, {h}, {w}) -> {c_out}{}{} runs <= {max_run_elems} {dtype}",
+                if with_bias { " + bias" } else { "" },
+                if with_adds { " + per-channel + residual" } else { "" }
             ),
             dtype,
             &got,
-            &case.want,
+            &want,
         ))
     }
 

@@ -338,20 +338,21 @@ fn winograd_conv2d_matches_reference() {
     for gpu in class_gpus() {
         let c = &mut checker_on(gpu);
         for dt in dtypes() {
-            // (n, c_in, h, w, c_out, bias, the most elements per run)
-            for (n, ci, h, w, co, b, run) in [
-                (1, 8, 8, 8, 8, true, whole),
-                (2, 5, 7, 9, 6, false, whole),
-                (1, 12, 6, 6, 9, true, whole),
-                (2, 40, 10, 16, 36, true, whole),
-                (1, 3, 1, 4, 2, true, whole),
-                (2, 6, 6, 8, 5, true, 4 * 16 * 6),
-                (1, 7, 9, 7, 8, false, 12 * 16 * 8),
-                (2, 4, 10, 12, 4, false, 8 * 16 * 4),
+            // (n, c_in, h, w, c_out, bias, adds (a value per image and channel and a
+            // residual, in the output's store), the most elements per run)
+            for (n, ci, h, w, co, b, adds, run) in [
+                (1, 8, 8, 8, 8, true, false, whole),
+                (2, 5, 7, 9, 6, false, true, whole),
+                (1, 12, 6, 6, 9, true, false, whole),
+                (2, 40, 10, 16, 36, true, true, whole),
+                (1, 3, 1, 4, 2, true, false, whole),
+                (2, 6, 6, 8, 5, true, true, 4 * 16 * 6),
+                (1, 7, 9, 7, 8, false, true, 12 * 16 * 8),
+                (2, 4, 10, 12, 4, false, false, 8 * 16 * 4),
             ] {
                 expect_pass(
                     c.seed,
-                    block_on(c.conv2d_winograd(n, ci, h, w, co, b, run, dt)),
+                    block_on(c.conv2d_winograd(n, ci, h, w, co, b, adds, run, dt)),
                 );
             }
         }

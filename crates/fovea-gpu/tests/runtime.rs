@@ -6,7 +6,8 @@ mod common;
 
 use common::{class_gpus, gpu};
 use fovea_gpu::{
-    AdapterClass, AttentionOptions, DType, Gpu, GpuError, GpuOptions, MatmulKernel, MatmulOptions,
+    AdapterClass, AttentionOptions, ConvAdds, DType, Gpu, GpuError, GpuOptions, MatmulKernel,
+    MatmulOptions,
 };
 use pollster::block_on;
 
@@ -45,6 +46,43 @@ fn shape_mismatches_name_the_op_and_shapes() {
 
     let e = b.add(&zeros(&[2, 3]), &zeros(&[4])).unwrap_err();
     assert!(e.to_string().contains("do not broadcast"), "{e}");
+
+    // Winograd adds of the wrong size, named with the sizes they need.
+    let mut prep = g.batch();
+    let u = prep.winograd_weights(&zeros(&[4, 3, 3, 3])).unwrap();
+    prep.submit().unwrap();
+    let x = zeros(&[2, 3, 8, 8]);
+    let (per_channel, residual) = (zeros(&[4]), zeros(&[2, 4, 8, 4]));
+    let e = b
+        .conv2d_winograd_add(
+            &x,
+            &u,
+            None,
+            ConvAdds {
+                per_channel: Some(&per_channel),
+                residual: None,
+            },
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with("conv2d_winograd:") && e.to_string().contains("2 x 4"),
+        "{e}"
+    );
+    let e = b
+        .conv2d_winograd_add(
+            &x,
+            &u,
+            None,
+            ConvAdds {
+                per_channel: None,
+                residual: Some(&residual),
+            },
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("residual (2, 4, 8, 4)") && e.to_string().contains("(2, 4, 8, 8)"),
+        "{e}"
+    );
 
     // A residual that is not the output's shape, named with both shapes.
     let e = b

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use fovea_gpu::{Batch, DType, Gpu, MatmulOptions, Tensor};
+use fovea_gpu::{Batch, ConvAdds, DType, Gpu, MatmulOptions, Tensor};
 
 use crate::error::Result;
 use crate::weights::Weights;
@@ -150,13 +150,34 @@ pub(crate) fn conv(
     stride: usize,
     pad: usize,
 ) -> Result<Tensor> {
+    conv_add(b, x, c, stride, pad, ConvAdds::default())
+}
+
+/// [`conv`] plus `adds` (a value per image and output channel, a residual): in the
+/// Winograd output's store where the plan runs the convolution so, else separate adds.
+pub(crate) fn conv_add(
+    b: &mut Batch,
+    x: &Tensor,
+    c: &Conv,
+    stride: usize,
+    pad: usize,
+    adds: ConvAdds<'_>,
+) -> Result<Tensor> {
     let ws = c.weight.shape();
     let winograd = ws.len() == 4
         && b.gpu()
             .kernel_plan()
             .winograd_conv(ws[1], ws[0], [ws[2], ws[3]], stride, [pad; 4]);
     if !winograd {
-        return Ok(b.conv2d(x, &c.weight, c.bias.as_ref(), stride, pad)?);
+        let mut y = b.conv2d(x, &c.weight, c.bias.as_ref(), stride, pad)?;
+        if let Some(t) = adds.per_channel {
+            let s = y.shape().to_vec();
+            y = b.add(&y, &t.reshape(&[s[0], s[1], 1, 1])?)?;
+        }
+        if let Some(r) = adds.residual {
+            y = b.add(r, &y)?;
+        }
+        return Ok(y);
     }
     let u = match c.winograd.get() {
         Some(u) => u.clone(),
@@ -169,7 +190,7 @@ pub(crate) fn conv(
             c.winograd.get_or_init(|| u).clone()
         }
     };
-    Ok(b.conv2d_winograd(x, &u, c.bias.as_ref())?)
+    Ok(b.conv2d_winograd_add(x, &u, c.bias.as_ref(), adds)?)
 }
 
 /// Projects channel-first x (B, C, N) to token-major (B, N, out): x^T W^T + b.
@@ -227,23 +248,29 @@ impl Resnet {
         groups: usize,
         eps: f32,
     ) -> Result<Tensor> {
-        // 1. norm, SiLU, conv
+        // 1. norm, SiLU, conv, + time embedding projection broadcast over H and W (added
+        //    as the convolution stores its output where it can)
         let h = b.group_norm(x, groups, self.norm1.affine(), eps, true)?;
-        let mut h = conv(b, &h, &self.conv1, 1, 1)?;
-        // 2. + time embedding projection, broadcast over H and W
-        if let (Some(p), Some(t)) = (&self.time_proj, temb_silu) {
-            let t = b.linear(t, &p.weight, p.bias.as_ref())?;
-            let s = t.shape().to_vec();
-            h = b.add(&h, &t.reshape(&[s[0], s[1], 1, 1])?)?;
-        }
-        // 3. norm, SiLU, conv
-        let h = b.group_norm(&h, groups, self.norm2.affine(), eps, true)?;
-        let h = conv(b, &h, &self.conv2, 1, 1)?;
-        // 4. residual, through a 1x1 conv when the channel count changes
+        let temb = match (&self.time_proj, temb_silu) {
+            (Some(p), Some(t)) => Some(b.linear(t, &p.weight, p.bias.as_ref())?),
+            _ => None,
+        };
+        let per_channel = ConvAdds {
+            per_channel: temb.as_ref(),
+            residual: None,
+        };
+        let h = conv_add(b, &h, &self.conv1, 1, 1, per_channel)?;
+        // 2. the residual, through a 1x1 conv when the channel count changes
         let skip = match &self.shortcut {
             Some(s) => conv(b, x, s, 1, 0)?,
             None => x.clone(),
         };
-        Ok(b.add(&skip, &h)?)
+        // 3. norm, SiLU, conv, + the residual
+        let h = b.group_norm(&h, groups, self.norm2.affine(), eps, true)?;
+        let residual = ConvAdds {
+            per_channel: None,
+            residual: Some(&skip),
+        };
+        conv_add(b, &h, &self.conv2, 1, 1, residual)
     }
 }

@@ -8,7 +8,7 @@ use bytemuck::{Pod, Zeroable};
 use super::{Epilogue, MatmulOptions, float_dtype, key, op_err, u32_dim};
 use crate::batch::{Batch, Bind, Workgroups};
 use crate::error::Result;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, fmt_shape};
 
 /// Elements of the 4x4 transformed tile: the matrix products per convolution.
 pub const WINOGRAD_TILE_ELEMS: usize = 16;
@@ -35,7 +35,18 @@ struct WinogradParams {
     c_in: u32,
     has_bias: u32,
     tile_base: u32,
-    _pad: u32,
+    // winograd_output: 1 adds the residual, 2 the per-channel values (bits).
+    adds: u32,
+}
+
+/// What a Winograd convolution adds to its output as it stores it
+/// ([`Batch::conv2d_winograd_add`]).
+#[derive(Clone, Copy, Default)]
+pub struct ConvAdds<'a> {
+    /// (N, C_out): one value per image and output channel (a resnet's time embedding).
+    pub per_channel: Option<&'a Tensor>,
+    /// (N, C_out, H, W): a skip connection.
+    pub residual: Option<&'a Tensor>,
 }
 
 impl Batch {
@@ -108,10 +119,22 @@ impl Batch {
         u: &Tensor,
         bias: Option<&Tensor>,
     ) -> Result<Tensor> {
-        self.conv2d_winograd_in_runs(x, u, bias, WINOGRAD_RUN_ELEMS)
+        self.conv2d_winograd_in_runs(x, u, bias, ConvAdds::default(), WINOGRAD_RUN_ELEMS)
     }
 
-    /// [`Batch::conv2d_winograd`] with at most `max_run_elems` elements in each run's
+    /// [`Batch::conv2d_winograd`] plus `adds`, added as the output is stored: a pass
+    /// over it fewer than separate adds.
+    pub fn conv2d_winograd_add(
+        &mut self,
+        x: &Tensor,
+        u: &Tensor,
+        bias: Option<&Tensor>,
+        adds: ConvAdds<'_>,
+    ) -> Result<Tensor> {
+        self.conv2d_winograd_in_runs(x, u, bias, adds, WINOGRAD_RUN_ELEMS)
+    }
+
+    /// [`Batch::conv2d_winograd_add`] with at most `max_run_elems` elements in each run's
     /// transformed input and output (instead of [`WINOGRAD_RUN_ELEMS`]): tests split
     /// small images into several runs with it.
     pub fn conv2d_winograd_in_runs(
@@ -119,11 +142,14 @@ impl Batch {
         x: &Tensor,
         u: &Tensor,
         bias: Option<&Tensor>,
+        adds: ConvAdds<'_>,
         max_run_elems: usize,
     ) -> Result<Tensor> {
         const OP: &str = "conv2d_winograd";
         let mut all = vec![x, u];
         all.extend(bias);
+        all.extend(adds.per_channel);
+        all.extend(adds.residual);
         let dtype = float_dtype(OP, &all)?;
         let (xs, us) = (x.shape(), u.shape());
         if xs.len() != 4 || us.len() != 3 || us[0] != WINOGRAD_TILE_ELEMS || us[2] != xs[1] {
@@ -146,6 +172,29 @@ impl Batch {
                 format!(
                     "bias {} must have C_out = {c_out} elements",
                     bias.describe()
+                ),
+            ));
+        }
+        if let Some(t) = adds.per_channel
+            && t.len() != n * c_out
+        {
+            return Err(op_err(
+                OP,
+                format!(
+                    "per-channel add {} must have N x C_out = {n} x {c_out} elements",
+                    t.describe()
+                ),
+            ));
+        }
+        if let Some(r) = adds.residual
+            && r.shape() != [n, c_out, h, w]
+        {
+            return Err(op_err(
+                OP,
+                format!(
+                    "residual {} must be the output's shape {}",
+                    r.describe(),
+                    fmt_shape(&[n, c_out, h, w])
                 ),
             ));
         }
@@ -173,6 +222,7 @@ impl Batch {
             tiles_h: u32_dim(OP, "tiles", tiles_h)?,
             tiles_w: u32_dim(OP, "tiles", tiles_w)?,
             has_bias: bias.is_some() as u32,
+            adds: adds.residual.is_some() as u32 | (adds.per_channel.is_some() as u32) << 1,
             ..Zeroable::zeroed()
         };
         u32_dim(OP, "tiles", tiles)?;
@@ -233,6 +283,8 @@ impl Batch {
                     (1, Bind::Tensor(&m)),
                     (2, bias.map_or(Bind::Dummy, Bind::Tensor)),
                     (3, Bind::Tensor(&y)),
+                    (6, adds.residual.map_or(Bind::Dummy, Bind::Tensor)),
+                    (7, adds.per_channel.map_or(Bind::Dummy, Bind::Tensor)),
                 ],
                 groups,
             )?;
