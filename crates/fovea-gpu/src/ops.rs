@@ -681,6 +681,7 @@ impl Batch {
             ));
         }
         let plan = self.gpu().kernel_plan().matmul;
+        let cpu = matches!(plan, MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup);
         let subgroup = plan == MatmulKernel::CpuSubgroup;
         let quads = matmul_cpu_quads(opts, subgroup, m, k, n);
         // The epilogues in the software kernel's store: the Linear layout's quads on
@@ -767,8 +768,7 @@ impl Batch {
                 key("matmul", dtype, &[], "matmul")?,
                 [n.div_ceil(64) as u32, m.div_ceil(64) as u32, batch as u32],
             ),
-            cpu @ (MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup) => {
-                let subgroup = cpu == MatmulKernel::CpuSubgroup;
+            MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup => {
                 // The quad loads shared by subgroup broadcasts take up to 4 groups.
                 let row_groups = row_groups(m, if subgroup && quads { 4 } else { 1 });
                 (
@@ -806,7 +806,6 @@ impl Batch {
             (4, Bind::Tensor(&y)),
         ];
         // matmul_cpu's quad stores read the residual binding when params.residual is 1.
-        let cpu = matches!(plan, MatmulKernel::CpuUniform | MatmulKernel::CpuSubgroup);
         if cpu && quads && !geglu {
             let r = residual.filter(|_| fused_residual);
             binds.push((5, r.map_or(Bind::Dummy, Bind::Tensor)));
