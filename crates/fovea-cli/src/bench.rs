@@ -305,9 +305,14 @@ fn kernels(gpu: &Gpu, o: &BenchOptions, full: bool) -> Result<Vec<KernelRow>, St
         let cw = filled(gpu, "conv w", &[c, c, 3, 3], dt)?;
         // As the models run it: where the plan takes the Winograd path, the weights are
         // transformed once, outside the timing (a model does it once per layer).
-        let t = if gpu.kernel_plan().winograd_conv(c, c, [3, 3], 1, [1; 4]) {
-            let mut prep = gpu.batch();
-            let u = prep.winograd_weights(&cw).map_err(gerr)?;
+        let mut prep = gpu.batch();
+        let tile = gpu
+            .kernel_plan()
+            .winograd_conv(c, c, [3, 3], 1, [1; 4])
+            .then(|| prep.winograd_tile(&x, &cw))
+            .flatten();
+        let t = if let Some(tile) = tile {
+            let u = prep.winograd_weights(&cw, tile).map_err(gerr)?;
             prep.submit().map_err(gerr)?;
             time(gpu, o, |b| {
                 b.conv2d_winograd(&x, &u, None).map(drop).map_err(gerr)

@@ -30,7 +30,7 @@ pub use batch::{Batch, Bind, Dispatch, OpTiming, Submitted, Workgroups, spread_w
 pub use context::list_adapters;
 pub use context::{AdapterReport, Capabilities, Gpu, GpuOptions, REQUIRED_LIMITS, check_limits};
 pub use error::{GpuError, Result};
-pub use ops::{Activation, BinaryOp, ConvAdds, MatmulOptions, TimestepOptions};
+pub use ops::{Activation, BinaryOp, ConvAdds, MatmulOptions, TimestepOptions, WinogradTile};
 pub use pipeline::{CachedPipeline, PipelineKey};
 pub use plan::{
     ADAPTER_CLASS_ENV, AdapterClass, KernelPlan, MATMUL_KERNEL_ENV, MatmulKernel, WINOGRAD_ENV,

@@ -15,7 +15,10 @@ use crate::tensor::{DType, Tensor, fmt_shape};
 
 mod winograd;
 pub use winograd::ConvAdds;
-pub use winograd::{WINOGRAD_RUN_ELEMS, WINOGRAD_TILE_ELEMS};
+pub use winograd::{
+    WINOGRAD_RUN_ELEMS, WINOGRAD_TILE_ELEMS, WINOGRAD2_MIN_CHANNELS, WINOGRAD4_MAX_WEIGHT_BYTES,
+    WINOGRAD4_MIN_TILES, WINOGRAD4_TILE_ELEMS, WinogradTile,
+};
 
 /// Activation applied by [`Batch::unary`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -985,14 +988,16 @@ impl Batch {
         }
         let h_out = (padded_h - ws[2]) / stride + 1;
         let w_out = (padded_w - ws[3]) / stride + 1;
-        if self
+        let tile = self
             .gpu()
             .kernel_plan()
             .winograd_conv(ws[1], ws[0], [ws[2], ws[3]], stride, padding)
-        {
+            .then(|| self.winograd_tile(x, weight))
+            .flatten();
+        if let Some(tile) = tile {
             // Callers that convolve with the same weights again keep the transformed
             // weights and call conv2d_winograd (the models do).
-            let u = self.winograd_weights(weight)?;
+            let u = self.winograd_weights(weight, tile)?;
             return self.conv2d_winograd(x, &u, bias);
         }
         let plan = self.gpu().kernel_plan().conv2d;

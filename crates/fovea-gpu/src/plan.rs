@@ -173,11 +173,14 @@ pub struct KernelPlan {
 /// the matmul family is cpu-subgroup (for comparisons).
 pub const WINOGRAD_ENV: &str = "FOVEA_WINOGRAD";
 
-/// Fewest input and output channels for which a convolution runs as Winograd. Its 16
-/// matrix products have K = C_in and M = C_out; below 64 the transforms and the short
-/// products cost what the multiplies save (lavapipe, one thread: 32 channels at
-/// 256x256 0.91x, 64 at 32x32 to 128x128 1.18-1.25x, 128 at 32x32 1.49x).
-pub const WINOGRAD_MIN_CHANNELS: usize = 64;
+/// Fewest input and output channels for which a convolution may run as Winograd; the
+/// tile, or the direct convolution after all, then follows from its size
+/// (`WinogradTile::for_conv`). With few channels the transforms and the short products
+/// (K = C_in, M = C_out) cost what the multiplies save. Against the direct convolution
+/// (lavapipe, one thread, time ratios), F(4x4, 3x3) took 0.62x at 32 channels
+/// (128x128), 0.67x (64x64), 0.92x (32x32) and 0.90x at 16 channels (64x64); F(2x2,
+/// 3x3) needs 64 (`WINOGRAD2_MIN_CHANNELS`).
+pub const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 impl KernelPlan {
     /// The plan for `class` on a device with `caps` whose adapter reports `info`

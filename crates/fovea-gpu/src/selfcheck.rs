@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use crate::attention::{AttentionOptions, HeadLayout, HeadView};
 use crate::context::Gpu;
 use crate::error::Result;
-use crate::ops::{Activation, BinaryOp, ConvAdds, MatmulOptions, TimestepOptions};
+use crate::ops::{Activation, BinaryOp, ConvAdds, MatmulOptions, TimestepOptions, WinogradTile};
 use crate::reference as r;
 use crate::tensor::{DType, Tensor};
 
@@ -617,15 +617,16 @@ impl Checker {
     }
 
     /// A 3x3 convolution with stride 1 and padding 1 through the explicit Winograd path
-    /// ([`Batch::winograd_weights`] in one batch, [`Batch::conv2d_winograd_in_runs`]
-    /// with runs of at most `max_run_elems` in the next, as the models run it), on any
-    /// adapter class.
+    /// with this tile ([`Batch::winograd_weights`] in one batch,
+    /// [`Batch::conv2d_winograd_in_runs`] with runs of at most `max_run_elems` in the
+    /// next, as the models run it), on any adapter class.
     ///
     /// [`Batch::winograd_weights`]: crate::Batch::winograd_weights
     /// [`Batch::conv2d_winograd_in_runs`]: crate::Batch::conv2d_winograd_in_runs
     #[allow(clippy::too_many_arguments)]
     pub async fn conv2d_winograd(
         &mut self,
+        tile: WinogradTile,
         n: usize,
         c_in: usize,
         h: usize,
@@ -638,7 +639,7 @@ impl Checker {
     ) -> Result<Check> {
         let case = self.conv_case([n, c_in, h, w, c_out, 3], 1, [1; 4], with_bias, dtype)?;
         let mut prep = self.gpu.batch();
-        let u = prep.winograd_weights(&case.w)?;
+        let u = prep.winograd_weights(&case.w, tile)?;
         prep.submit()?;
         // With adds: a value per image and output channel and a residual, stored added.
         let mut want = case.want.clone();
@@ -664,7 +665,7 @@ impl Checker {
         let got = self.gpu.read_f32(&y).await?;
         Ok(self.finish(
             format!(
-                "conv2d_winograd ({n}, {c_in}, {h}, {w}) -> {c_out}{}{} runs <= {max_run_elems} {dtype}",
+                "conv2d_winograd {tile:?} ({n}, {c_in}, {h}, {w}) -> {c_out}{}{} runs <= {max_run_elems} {dtype}",
                 if with_bias { " + bias" } else { "" },
                 if with_adds { " + per-channel + residual" } else { "" }
             ),

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{checker, checker_on, class_gpus, dtypes, expect_pass};
-use fovea_gpu::{Activation, BinaryOp, MatmulKernel};
+use fovea_gpu::{Activation, BinaryOp, MatmulKernel, WinogradTile};
 use pollster::block_on;
 
 #[test]
@@ -328,32 +328,40 @@ fn conv2d_cases(c: &mut fovea_gpu::selfcheck::Checker, plan: MatmulKernel) {
 }
 
 /// The explicit Winograd path (weights transformed in a batch of their own, as the
-/// models run it) on every class, whether or not its plan picks it for conv2d: tile
-/// counts that are odd, a multiple of 4 and padded, one and two tiles per invocation,
-/// batch 2, few channels; then images split into runs of tiles (runs of 4 tiles over
-/// two images, and runs whose last one is short).
+/// models run it) with both tiles on every class, whether or not its plan picks it for
+/// conv2d: tile counts that are odd, a multiple of 4 and padded, sides that are not a
+/// multiple of the tile, one and two tiles per invocation, batch 2, few channels; then
+/// images split into runs of tiles (runs of 4 tiles over two images, and runs whose last
+/// one is short).
 #[test]
 fn winograd_conv2d_matches_reference() {
     let whole = fovea_gpu::ops::WINOGRAD_RUN_ELEMS;
     for gpu in class_gpus() {
         let c = &mut checker_on(gpu);
         for dt in dtypes() {
-            // (n, c_in, h, w, c_out, bias, adds (a value per image and channel and a
-            // residual, in the output's store), the most elements per run)
-            for (n, ci, h, w, co, b, adds, run) in [
-                (1, 8, 8, 8, 8, true, false, whole),
-                (2, 5, 7, 9, 6, false, true, whole),
-                (1, 12, 6, 6, 9, true, false, whole),
-                (2, 40, 10, 16, 36, true, true, whole),
-                (1, 3, 1, 4, 2, true, false, whole),
-                (2, 6, 6, 8, 5, true, true, 4 * 16 * 6),
-                (1, 7, 9, 7, 8, false, true, 12 * 16 * 8),
-                (2, 4, 10, 12, 4, false, false, 8 * 16 * 4),
-            ] {
-                expect_pass(
-                    c.seed,
-                    block_on(c.conv2d_winograd(n, ci, h, w, co, b, adds, run, dt)),
-                );
+            for tile in [WinogradTile::F2, WinogradTile::F4] {
+                // (n, c_in, h, w, c_out, bias, adds (a value per image and channel and a
+                // residual, in the output's store), tiles per run (0: all))
+                for (n, ci, h, w, co, b, adds, run_tiles) in [
+                    (1, 8, 8, 8, 8, true, false, 0),
+                    (2, 5, 7, 9, 6, false, true, 0),
+                    (1, 12, 6, 6, 9, true, false, 0),
+                    (2, 40, 10, 16, 36, true, true, 0),
+                    (1, 3, 1, 4, 2, true, false, 0),
+                    (2, 6, 6, 8, 5, true, true, 4),
+                    (1, 7, 9, 7, 8, false, true, 12),
+                    (2, 4, 10, 12, 4, false, false, 8),
+                    (1, 4, 13, 24, 8, true, true, 4),
+                ] {
+                    let run = match run_tiles {
+                        0 => whole,
+                        t => t * tile.elems() * ci.max(co),
+                    };
+                    expect_pass(
+                        c.seed,
+                        block_on(c.conv2d_winograd(tile, n, ci, h, w, co, b, adds, run, dt)),
+                    );
+                }
             }
         }
     }

@@ -7,7 +7,7 @@ mod common;
 use common::{class_gpus, gpu};
 use fovea_gpu::{
     AdapterClass, AttentionOptions, ConvAdds, DType, Gpu, GpuError, GpuOptions, MatmulKernel,
-    MatmulOptions,
+    MatmulOptions, WinogradTile,
 };
 use pollster::block_on;
 
@@ -49,7 +49,9 @@ fn shape_mismatches_name_the_op_and_shapes() {
 
     // Winograd adds of the wrong size, named with the sizes they need.
     let mut prep = g.batch();
-    let u = prep.winograd_weights(&zeros(&[4, 3, 3, 3])).unwrap();
+    let u = prep
+        .winograd_weights(&zeros(&[4, 3, 3, 3]), WinogradTile::F2)
+        .unwrap();
     prep.submit().unwrap();
     let x = zeros(&[2, 3, 8, 8]);
     let (per_channel, residual) = (zeros(&[4]), zeros(&[2, 4, 8, 4]));
@@ -108,7 +110,9 @@ fn shape_mismatches_name_the_op_and_shapes() {
         "{e}"
     );
 
-    let e = b.winograd_weights(&zeros(&[4, 5, 1, 1])).unwrap_err();
+    let e = b
+        .winograd_weights(&zeros(&[4, 5, 1, 1]), WinogradTile::F4)
+        .unwrap_err();
     assert!(
         e.to_string().starts_with("winograd_weights:")
             && e.to_string().contains("3x3")
@@ -132,6 +136,26 @@ fn shape_mismatches_name_the_op_and_shapes() {
         )
         .unwrap_err();
     assert!(e.to_string().contains("C_out = 4"), "{e}");
+    // Weights of neither tile's size; F(4x4) weights in f16 (they are f32 for every
+    // input dtype).
+    let e = b
+        .conv2d_winograd(&zeros(&[1, 5, 8, 8]), &zeros(&[25, 4, 5]), None)
+        .unwrap_err();
+    assert!(e.to_string().contains("(16 or 36, C_out, C_in)"), "{e}");
+    if g.capabilities().shader_f16 {
+        let half = |shape: &[usize]| {
+            let n = shape.iter().product();
+            g.upload_f32("zeros", shape, DType::F16, &vec![0.0; n])
+                .unwrap()
+        };
+        let e = b
+            .conv2d_winograd(&half(&[1, 5, 8, 8]), &half(&[36, 4, 5]), None)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("(36, 4, 5)") && e.to_string().contains("must be f32"),
+            "{e}"
+        );
+    }
 
     let e = b
         .group_norm(&zeros(&[1, 6, 4]), 4, None, 1e-5, false)

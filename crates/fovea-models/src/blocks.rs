@@ -13,7 +13,9 @@ pub(crate) struct Conv {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     /// The weights' Winograd transform, made at the first convolution that runs as
-    /// Winograd (`KernelPlan::winograd_conv`) and kept for the next ones.
+    /// Winograd (`KernelPlan::winograd_conv`), with the tile that convolution's size
+    /// takes (`Batch::winograd_tile`), and kept for the next ones (either tile serves
+    /// every size).
     pub winograd: OnceLock<Tensor>,
 }
 
@@ -168,7 +170,24 @@ pub(crate) fn conv_add(
         && b.gpu()
             .kernel_plan()
             .winograd_conv(ws[1], ws[0], [ws[2], ws[3]], stride, [pad; 4]);
-    if !winograd {
+    // The transform made at the first Winograd convolution, or one made now with the
+    // tile this convolution's size takes (none: the direct convolution is faster).
+    let u = match (winograd, c.winograd.get()) {
+        (false, _) => None,
+        (true, Some(u)) => Some(u.clone()),
+        (true, None) => match b.winograd_tile(x, &c.weight) {
+            None => None,
+            Some(tile) => {
+                // In a batch of its own, submitted at once: a forward that fails before
+                // its batch is submitted cannot leave an unwritten transform behind.
+                let mut prep = b.gpu().batch();
+                let u = prep.winograd_weights(&c.weight, tile)?;
+                prep.submit()?;
+                Some(c.winograd.get_or_init(|| u).clone())
+            }
+        },
+    };
+    let Some(u) = u else {
         let mut y = b.conv2d(x, &c.weight, c.bias.as_ref(), stride, pad)?;
         if let Some(t) = adds.per_channel {
             let s = y.shape().to_vec();
@@ -178,17 +197,6 @@ pub(crate) fn conv_add(
             y = b.add(r, &y)?;
         }
         return Ok(y);
-    }
-    let u = match c.winograd.get() {
-        Some(u) => u.clone(),
-        None => {
-            // In a batch of its own, submitted at once: a forward that fails before its
-            // batch is submitted cannot leave an unwritten transform behind.
-            let mut prep = b.gpu().batch();
-            let u = prep.winograd_weights(&c.weight)?;
-            prep.submit()?;
-            c.winograd.get_or_init(|| u).clone()
-        }
     };
     Ok(b.conv2d_winograd_add(x, &u, c.bias.as_ref(), adds)?)
 }

@@ -1,17 +1,35 @@
-//! Host side of the Winograd F(2x2, 3x3) convolution (shaders/winograd_cpu.wgsl) that the
-//! software class runs for 3x3, stride-1, padding-1 convolutions: a weight transform
-//! (once per layer: [`Batch::winograd_weights`]), an input transform, 16 matrix products
-//! on the matmul kernel and an output transform ([`Batch::conv2d_winograd`]).
+//! Host side of the Winograd convolutions that the software class runs for 3x3,
+//! stride-1, padding-1 convolutions: a weight transform (once per layer:
+//! [`Batch::winograd_weights`]), an input transform, one matrix product per transformed
+//! element on the matmul kernel and an output transform ([`Batch::conv2d_winograd`]).
+//! Two tile sizes ([`WinogradTile`]): F(4x4, 3x3) (shaders/winograd4_cpu.wgsl, f32
+//! transforms, 36 products) where its transformed weights stay small, else F(2x2, 3x3)
+//! (shaders/winograd_cpu.wgsl, transforms in the tensors' dtype, 16 products).
 
 use bytemuck::{Pod, Zeroable};
 
 use super::{Epilogue, MatmulOptions, float_dtype, key, op_err, u32_dim};
 use crate::batch::{Batch, Bind, Workgroups};
-use crate::error::Result;
-use crate::tensor::{Tensor, fmt_shape};
+use crate::error::{GpuError, Result};
+use crate::tensor::{DType, Tensor, fmt_shape};
 
-/// Elements of the 4x4 transformed tile: the matrix products per convolution.
+/// Elements of F(2x2, 3x3)'s 4x4 transformed tile: its matrix products per convolution.
 pub const WINOGRAD_TILE_ELEMS: usize = 16;
+/// Elements of F(4x4, 3x3)'s 6x6 transformed tile.
+pub const WINOGRAD4_TILE_ELEMS: usize = 36;
+/// The largest transformed weights (bytes) a layer takes F(4x4, 3x3) with: they are f32
+/// and 4.5x F(2x2)'s f16 ones (16 MiB: up to 341 x 341 channels).
+pub const WINOGRAD4_MAX_WEIGHT_BYTES: usize = 16 << 20;
+/// The fewest F(4x4) tiles (over the batch) a convolution takes F(4x4) with. The tiles
+/// are the columns of its products, 32 to a matmul workgroup: with fewer the lanes idle
+/// (lavapipe, one thread, against F(2x2), batch 2 at 128 channels: 8x8 images, 8 tiles,
+/// 2.5x the time; 16x16, 32 tiles, 1.05x; 32x32, 128 tiles, 0.70x; one 32x32 image of 64
+/// channels, 64 tiles, 0.68x).
+pub const WINOGRAD4_MIN_TILES: usize = 64;
+/// The fewest input and output channels a convolution takes F(2x2) with (lavapipe, one
+/// thread, against the direct convolution: 1.10x the time at 32 channels (256x256),
+/// 0.67-0.85x at 64-128 channels).
+pub const WINOGRAD2_MIN_CHANNELS: usize = 64;
 /// The most elements the transformed input, and the transformed output, of one run of
 /// tiles holds (large images are transformed and multiplied a run at a time).
 pub const WINOGRAD_RUN_ELEMS: usize = 1 << 20;
@@ -20,6 +38,96 @@ const SCRATCH_INPUT: usize = 0;
 const SCRATCH_OUTPUT: usize = 1;
 /// Invocations per workgroup of the transform kernels.
 const TRANSFORM_WORKGROUP: usize = 64;
+
+/// A Winograd convolution's output tile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WinogradTile {
+    /// F(2x2, 3x3): 16 products; transforms stored in the tensors' dtype.
+    F2,
+    /// F(4x4, 3x3): 36 products, 2.25 multiplies per output and channel pair against
+    /// F2's 4; its transforms amplify rounding, so they are f32 whatever the tensors'
+    /// dtype (see winograd4_cpu.wgsl).
+    F4,
+}
+
+impl WinogradTile {
+    /// The tile for a convolution of `c_in` -> `c_out` channels over `n` images of
+    /// `h` x `w`, where a binding holds at most `max_binding_bytes`: F4 where its tiles
+    /// fill the products' columns ([`WINOGRAD4_MIN_TILES`]) and its f32 weights pass
+    /// neither that nor [`WINOGRAD4_MAX_WEIGHT_BYTES`]; else F2 from
+    /// [`WINOGRAD2_MIN_CHANNELS`] channels; else none (the direct convolution is faster).
+    pub fn for_conv(
+        c_in: usize,
+        c_out: usize,
+        [n, h, w]: [usize; 3],
+        max_binding_bytes: usize,
+    ) -> Option<WinogradTile> {
+        let bytes = WINOGRAD4_TILE_ELEMS * c_in * c_out * DType::F32.size_bytes();
+        let tiles = n * h.div_ceil(4) * w.div_ceil(4);
+        if tiles >= WINOGRAD4_MIN_TILES
+            && bytes <= WINOGRAD4_MAX_WEIGHT_BYTES.min(max_binding_bytes)
+        {
+            Some(WinogradTile::F4)
+        } else if c_in.min(c_out) >= WINOGRAD2_MIN_CHANNELS {
+            Some(WinogradTile::F2)
+        } else {
+            None
+        }
+    }
+
+    /// Output side of a tile.
+    fn side(self) -> usize {
+        match self {
+            WinogradTile::F2 => 2,
+            WinogradTile::F4 => 4,
+        }
+    }
+
+    /// Elements of a transformed tile: the matrix products per convolution.
+    pub fn elems(self) -> usize {
+        match self {
+            WinogradTile::F2 => WINOGRAD_TILE_ELEMS,
+            WinogradTile::F4 => WINOGRAD4_TILE_ELEMS,
+        }
+    }
+
+    /// The dtype of the transformed weights, input and products for tensors of `dtype`.
+    fn transformed(self, dtype: DType) -> DType {
+        match self {
+            WinogradTile::F2 => dtype,
+            WinogradTile::F4 => DType::F32,
+        }
+    }
+
+    /// The module and its (weights, input, output) entry points.
+    fn kernel(self) -> (&'static str, [&'static str; 3]) {
+        match self {
+            WinogradTile::F2 => (
+                "winograd_cpu",
+                ["winograd_weights", "winograd_input", "winograd_output"],
+            ),
+            WinogradTile::F4 => (
+                "winograd4_cpu",
+                ["winograd4_weights", "winograd4_input", "winograd4_output"],
+            ),
+        }
+    }
+
+    /// Whether an input or output invocation takes two neighbouring tiles of a row, at
+    /// width `w`: every row of tiles holds an even count and starts on a pair.
+    fn pairs(self, w: usize) -> bool {
+        w.is_multiple_of(2 * self.side())
+    }
+
+    /// The bindings of the transformed input (written by the input transform) and of
+    /// the products (read by the output transform).
+    fn transformed_bindings(self) -> (u32, u32) {
+        match self {
+            WinogradTile::F2 => (3, 1),
+            WinogradTile::F4 => (8, 9),
+        }
+    }
+}
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -50,18 +158,18 @@ pub struct ConvAdds<'a> {
 }
 
 impl Batch {
-    /// One dispatch of `entry` (`PAIRS=pairs`) of `winograd_cpu.wgsl`.
+    /// One dispatch of `entry` (`PAIRS=pairs`) of `kernel`.
     fn winograd_dispatch(
         &mut self,
         op: &'static str,
-        (dtype, entry, pairs): (fovea_shaders::Dtype, &'static str, bool),
+        (kernel, dtype, entry, pairs): (&'static str, fovea_shaders::Dtype, &'static str, bool),
         params: &WinogradParams,
         bindings: &[(u32, Bind<'_>)],
         groups: [u32; 3],
     ) -> Result<()> {
         self.check_groups(op, &format!("{entry} workgroups"), groups)?;
         let d = self.gpu().dispatch(
-            &key("winograd_cpu", dtype, &[("PAIRS", pairs as u32)], entry)?,
+            &key(kernel, dtype, &[("PAIRS", pairs as u32)], entry)?,
             bytemuck::bytes_of(params),
             bindings,
             Workgroups::Direct(groups),
@@ -70,10 +178,24 @@ impl Batch {
         Ok(())
     }
 
+    /// The tile for convolving x (N, C_in, H, W) with these 3x3 weights
+    /// (C_out, C_in, 3, 3) on this adapter ([`WinogradTile::for_conv`]), or `None` where
+    /// neither pays (or the shapes are neither).
+    pub fn winograd_tile(&self, x: &Tensor, weight: &Tensor) -> Option<WinogradTile> {
+        let max_binding = self.gpu().limits().max_storage_buffer_binding_size as usize;
+        match (x.shape(), weight.shape()) {
+            ([n, _, h, w], [c_out, c_in, _, _]) => {
+                WinogradTile::for_conv(*c_in, *c_out, [*n, *h, *w], max_binding)
+            }
+            _ => None,
+        }
+    }
+
     /// The Winograd transform U = G g G^T of 3x3 convolution weights g
-    /// (C_out, C_in, 3, 3), as (16, C_out, C_in): what [`Batch::conv2d_winograd`] takes.
-    /// Models compute it once per layer and keep it.
-    pub fn winograd_weights(&mut self, weight: &Tensor) -> Result<Tensor> {
+    /// (C_out, C_in, 3, 3) for this tile (see [`Batch::winograd_tile`]): (16, C_out, C_in)
+    /// in the weights' dtype for F2, (36, C_out, C_in) f32 for F4; what
+    /// [`Batch::conv2d_winograd`] takes. Models compute it once per layer and keep it.
+    pub fn winograd_weights(&mut self, weight: &Tensor, tile: WinogradTile) -> Result<Tensor> {
         const OP: &str = "winograd_weights";
         let dtype = float_dtype(OP, &[weight])?;
         let ws = weight.shape();
@@ -87,9 +209,11 @@ impl Batch {
             ));
         }
         let (c_out, c_in) = (ws[0], ws[1]);
-        let u = self
-            .gpu()
-            .empty(OP, &[WINOGRAD_TILE_ELEMS, c_out, c_in], weight.dtype())?;
+        let u = self.gpu().empty(
+            OP,
+            &[tile.elems(), c_out, c_in],
+            tile.transformed(weight.dtype()),
+        )?;
         let params = WinogradParams {
             channels: u32_dim(OP, "C_out", c_out)?,
             c_in: u32_dim(OP, "C_in", c_in)?,
@@ -100,9 +224,10 @@ impl Batch {
             params.channels,
             1,
         ];
+        let (kernel, [entry, _, _]) = tile.kernel();
         self.winograd_dispatch(
             OP,
-            (dtype, "winograd_weights", false),
+            (kernel, dtype, entry, false),
             &params,
             &[(4, Bind::Tensor(weight)), (5, Bind::Tensor(&u))],
             groups,
@@ -111,8 +236,8 @@ impl Batch {
     }
 
     /// 3x3 convolution with stride 1 and padding 1 of x (N, C_in, H, W), whose weights
-    /// `u` (16, C_out, C_in) come from [`Batch::winograd_weights`], plus bias (C_out):
-    /// (N, C_out, H, W), as [`Batch::conv2d`] gives, by Winograd F(2x2, 3x3).
+    /// `u` come from [`Batch::winograd_weights`] (their first dimension, 16 or 36, is the
+    /// tile: any tile serves any size), plus bias (C_out): (N, C_out, H, W), as [`Batch::conv2d`] gives.
     pub fn conv2d_winograd(
         &mut self,
         x: &Tensor,
@@ -146,21 +271,38 @@ impl Batch {
         max_run_elems: usize,
     ) -> Result<Tensor> {
         const OP: &str = "conv2d_winograd";
-        let mut all = vec![x, u];
+        let mut all = vec![x];
         all.extend(bias);
         all.extend(adds.per_channel);
         all.extend(adds.residual);
         let dtype = float_dtype(OP, &all)?;
         let (xs, us) = (x.shape(), u.shape());
-        if xs.len() != 4 || us.len() != 3 || us[0] != WINOGRAD_TILE_ELEMS || us[2] != xs[1] {
+        let tile = match us.first() {
+            Some(&WINOGRAD_TILE_ELEMS) => Some(WinogradTile::F2),
+            Some(&WINOGRAD4_TILE_ELEMS) => Some(WinogradTile::F4),
+            _ => None,
+        };
+        let Some(tile) = tile.filter(|_| xs.len() == 4 && us.len() == 3 && us[2] == xs[1]) else {
             return Err(op_err(
                 OP,
                 format!(
-                    "needs x (N, C_in, H, W) and Winograd weights (16, C_out, C_in), got {} and {}",
+                    "needs x (N, C_in, H, W) and Winograd weights (16 or 36, C_out, C_in), got {} and {}",
                     x.describe(),
                     u.describe()
                 ),
             ));
+        };
+        let transformed = tile.transformed(x.dtype());
+        if u.dtype() != transformed {
+            return Err(GpuError::Dtype {
+                op: OP,
+                dtype: u.dtype(),
+                reason: format!(
+                    "Winograd weights {} for {} input must be {transformed} (from winograd_weights)",
+                    u.describe(),
+                    x.dtype()
+                ),
+            });
         }
         let (n, c_in, h, w) = (xs[0], xs[1], xs[2], xs[3]);
         let c_out = us[1];
@@ -198,21 +340,24 @@ impl Batch {
                 ),
             ));
         }
-        let (tiles_h, tiles_w) = (h.div_ceil(2), w.div_ceil(2));
+        let side = tile.side();
+        let (tiles_h, tiles_w) = (h.div_ceil(side), w.div_ceil(side));
         let tiles = n * tiles_h * tiles_w;
         // Runs of at most `run` tiles per transform and product, so that the transformed
-        // input and output (16 values per tile and channel) stay within max_run_elems
-        // elements each and within the adapter's binding size (or take four tiles); a
-        // multiple of 4 (the matmul's quads).
+        // input and output (one value per transformed element, tile and channel) stay
+        // within max_run_elems elements each and within the adapter's binding size (or
+        // take four tiles); a multiple of 4 (the matmul's quads).
         let binding_elems =
-            self.gpu().limits().max_storage_buffer_binding_size as usize / x.dtype().size_bytes();
-        let per_tile = WINOGRAD_TILE_ELEMS * c_in.max(c_out);
+            self.gpu().limits().max_storage_buffer_binding_size as usize / transformed.size_bytes();
+        let per_tile = tile.elems() * c_in.max(c_out);
         let run = (max_run_elems.min(binding_elems) / per_tile / 4 * 4)
             .max(4)
             .min(tiles.next_multiple_of(4));
         // Two neighbouring tiles per invocation where every row holds an even count.
-        let pairs = w.is_multiple_of(4);
+        let pairs = tile.pairs(w);
         let per_invocation = if pairs { 2 } else { 1 };
+        let (kernel, [_, input_entry, output_entry]) = tile.kernel();
+        let (v_binding, m_binding) = tile.transformed_bindings();
         let out_shape = [n, c_out, h, w];
         let y = self.gpu().empty(OP, &out_shape, x.dtype())?;
         let mut params = WinogradParams {
@@ -240,8 +385,8 @@ impl Batch {
             let v = self.scratch(
                 SCRATCH_INPUT,
                 OP,
-                &[WINOGRAD_TILE_ELEMS, c_in, padded],
-                x.dtype(),
+                &[tile.elems(), c_in, padded],
+                transformed,
             )?;
             let groups = [
                 (padded / per_invocation).div_ceil(TRANSFORM_WORKGROUP) as u32,
@@ -250,16 +395,16 @@ impl Batch {
             ];
             self.winograd_dispatch(
                 OP,
-                (dtype, "winograd_input", pairs),
+                (kernel, dtype, input_entry, pairs),
                 &params,
-                &[(1, Bind::Tensor(x)), (3, Bind::Tensor(&v))],
+                &[(1, Bind::Tensor(x)), (v_binding, Bind::Tensor(&v))],
                 groups,
             )?;
             let m = self.scratch(
                 SCRATCH_OUTPUT,
                 OP,
-                &[WINOGRAD_TILE_ELEMS, c_out, padded],
-                x.dtype(),
+                &[tile.elems(), c_out, padded],
+                transformed,
             )?;
             let m = self.matmul_to(
                 u,
@@ -277,10 +422,10 @@ impl Batch {
             ];
             self.winograd_dispatch(
                 OP,
-                (dtype, "winograd_output", pairs),
+                (kernel, dtype, output_entry, pairs),
                 &params,
                 &[
-                    (1, Bind::Tensor(&m)),
+                    (m_binding, Bind::Tensor(&m)),
                     (2, bias.map_or(Bind::Dummy, Bind::Tensor)),
                     (3, Bind::Tensor(&y)),
                     (6, adds.residual.map_or(Bind::Dummy, Bind::Tensor)),
@@ -290,5 +435,44 @@ impl Batch {
             )?;
         }
         Ok(y)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tile_follows_tiles_weights_and_channels() {
+        let big = 1 << 30;
+        // 64 tiles of 4x4 (one 32x32 image) take F4; 32 (a 16x16 pair) F2 at 64+
+        // channels, nothing below.
+        assert_eq!(
+            WinogradTile::for_conv(32, 32, [1, 32, 32], big),
+            Some(WinogradTile::F4)
+        );
+        assert_eq!(
+            WinogradTile::for_conv(128, 128, [2, 16, 16], big),
+            Some(WinogradTile::F2)
+        );
+        assert_eq!(WinogradTile::for_conv(32, 128, [2, 16, 16], big), None);
+        // Sides that are not a multiple of 4 count their part tiles.
+        assert_eq!(
+            WinogradTile::for_conv(16, 16, [1, 29, 29], big),
+            Some(WinogradTile::F4)
+        );
+        // F4 weights over 16 MiB, or over the binding limit, fall back to F2.
+        assert_eq!(
+            WinogradTile::for_conv(384, 384, [1, 64, 64], big),
+            Some(WinogradTile::F2)
+        );
+        assert_eq!(
+            WinogradTile::for_conv(64, 64, [1, 64, 64], 512 << 10),
+            Some(WinogradTile::F2)
+        );
+        assert_eq!(
+            WinogradTile::for_conv(64, 64, [1, 64, 64], 576 << 10),
+            Some(WinogradTile::F4)
+        );
     }
 }
