@@ -292,29 +292,24 @@ pub const CONV2D_CPU: Kernel = Kernel {
     ],
 };
 
-/// Winograd F(2x2, 3x3) for the software (CPU) adapter class: the weight, input and
-/// output transforms around the 16 matrix products (run by [`MATMUL_CPU`]) that compute
-/// a 3x3, stride-1, padding-1 convolution with 2.25x fewer multiplies (for layers whose
-/// [`WINOGRAD4_CPU`] weights would be large). `PAIRS=1`
-/// (widths a multiple of 4) gives each invocation two neighbouring tiles, loaded and
-/// stored two elements at a time.
+/// Winograd convolution for the software (CPU) adapter class: the weight, input and
+/// output transforms around the matrix products (run by [`MATMUL_CPU`]) that compute a
+/// 3x3, stride-1, padding-1 convolution with fewer multiplies. `TILE4=0`: F(2x2, 3x3),
+/// 16 products, 2.25x fewer multiplies than the direct convolution, transforms in the
+/// dtype; `TILE4=1`: F(4x4, 3x3), 36 products, 4x fewer, its transformed weights, input
+/// and products f32 in every variant (they amplify rounding too much for f16). `PAIRS=1`
+/// (widths a multiple of 4, or 8 with `TILE4`) gives each invocation two neighbouring
+/// tiles, loaded and stored two elements at a time.
 pub const WINOGRAD_CPU: Kernel = Kernel {
     name: "winograd_cpu",
     source: kernel_source!("winograd_cpu"),
     entry_points: &["winograd_weights", "winograd_input", "winograd_output"],
-    define_sets: &[&[("PAIRS", 0)], &[("PAIRS", 1)]],
-};
-
-/// Winograd F(4x4, 3x3) for the software adapter class, as [`WINOGRAD_CPU`] with 36
-/// products and 2.25 multiplies per output and channel pair (F(2x2): 4); its transformed
-/// weights, input and products are f32 in every variant (they amplify rounding too much
-/// for f16). `PAIRS=1` (widths a multiple of 8) gives each invocation two neighbouring
-/// tiles.
-pub const WINOGRAD4_CPU: Kernel = Kernel {
-    name: "winograd4_cpu",
-    source: kernel_source!("winograd4_cpu"),
-    entry_points: &["winograd4_weights", "winograd4_input", "winograd4_output"],
-    define_sets: &[&[("PAIRS", 0)], &[("PAIRS", 1)]],
+    define_sets: &[
+        &[("TILE4", 0), ("PAIRS", 0)],
+        &[("TILE4", 0), ("PAIRS", 1)],
+        &[("TILE4", 1), ("PAIRS", 0)],
+        &[("TILE4", 1), ("PAIRS", 1)],
+    ],
 };
 
 /// 3x3 convolution (stride 1, or 2 with `STRIDE2=1`) for software adapters without
@@ -466,7 +461,6 @@ pub const KERNELS: &[&Kernel] = &[
     &CONV2D_CPU,
     &CONV2D_BLOCKED,
     &WINOGRAD_CPU,
-    &WINOGRAD4_CPU,
     &ATTENTION_BLOCKED,
     &NORM,
     &NORM_BLOCKS,

@@ -2,9 +2,9 @@
 //! stride-1, padding-1 convolutions: a weight transform (once per layer:
 //! [`Batch::winograd_weights`]), an input transform, one matrix product per transformed
 //! element on the matmul kernel and an output transform ([`Batch::conv2d_winograd`]).
-//! Two tile sizes ([`WinogradTile`]): F(4x4, 3x3) (shaders/winograd4_cpu.wgsl, f32
-//! transforms, 36 products) where its transformed weights stay small, else F(2x2, 3x3)
-//! (shaders/winograd_cpu.wgsl, transforms in the tensors' dtype, 16 products).
+//! Two tile sizes ([`WinogradTile`], shaders/winograd_cpu.wgsl's `TILE4`): F(4x4, 3x3)
+//! (f32 transforms, 36 products) and F(2x2, 3x3) (transforms in the tensors' dtype, 16
+//! products).
 
 use bytemuck::{Pod, Zeroable};
 
@@ -46,7 +46,7 @@ pub enum WinogradTile {
     F2,
     /// F(4x4, 3x3): 36 products, 2.25 multiplies per output and channel pair against
     /// F2's 4; its transforms amplify rounding, so they are f32 whatever the tensors'
-    /// dtype (see winograd4_cpu.wgsl).
+    /// dtype (see winograd_cpu.wgsl).
     F4,
 }
 
@@ -99,18 +99,9 @@ impl WinogradTile {
         }
     }
 
-    /// The module and its (weights, input, output) entry points.
-    fn kernel(self) -> (&'static str, [&'static str; 3]) {
-        match self {
-            WinogradTile::F2 => (
-                "winograd_cpu",
-                ["winograd_weights", "winograd_input", "winograd_output"],
-            ),
-            WinogradTile::F4 => (
-                "winograd4_cpu",
-                ["winograd4_weights", "winograd4_input", "winograd4_output"],
-            ),
-        }
+    /// The value of winograd_cpu.wgsl's `TILE4` define.
+    fn define(self) -> u32 {
+        (self == WinogradTile::F4) as u32
     }
 
     /// Whether an input or output invocation takes two neighbouring tiles of a row, at
@@ -158,18 +149,23 @@ pub struct ConvAdds<'a> {
 }
 
 impl Batch {
-    /// One dispatch of `entry` (`PAIRS=pairs`) of `kernel`.
+    /// One dispatch of `entry` of `winograd_cpu.wgsl` for this tile (`PAIRS=pairs`).
     fn winograd_dispatch(
         &mut self,
         op: &'static str,
-        (kernel, dtype, entry, pairs): (&'static str, fovea_shaders::Dtype, &'static str, bool),
+        (tile, dtype, entry, pairs): (WinogradTile, fovea_shaders::Dtype, &'static str, bool),
         params: &WinogradParams,
         bindings: &[(u32, Bind<'_>)],
         groups: [u32; 3],
     ) -> Result<()> {
         self.check_groups(op, &format!("{entry} workgroups"), groups)?;
         let d = self.gpu().dispatch(
-            &key(kernel, dtype, &[("PAIRS", pairs as u32)], entry)?,
+            &key(
+                "winograd_cpu",
+                dtype,
+                &[("TILE4", tile.define()), ("PAIRS", pairs as u32)],
+                entry,
+            )?,
             bytemuck::bytes_of(params),
             bindings,
             Workgroups::Direct(groups),
@@ -224,10 +220,9 @@ impl Batch {
             params.channels,
             1,
         ];
-        let (kernel, [entry, _, _]) = tile.kernel();
         self.winograd_dispatch(
             OP,
-            (kernel, dtype, entry, false),
+            (tile, dtype, "winograd_weights", false),
             &params,
             &[(4, Bind::Tensor(weight)), (5, Bind::Tensor(&u))],
             groups,
@@ -356,7 +351,6 @@ impl Batch {
         // Two neighbouring tiles per invocation where every row holds an even count.
         let pairs = tile.pairs(w);
         let per_invocation = if pairs { 2 } else { 1 };
-        let (kernel, [_, input_entry, output_entry]) = tile.kernel();
         let (v_binding, m_binding) = tile.transformed_bindings();
         let out_shape = [n, c_out, h, w];
         let y = self.gpu().empty(OP, &out_shape, x.dtype())?;
@@ -395,7 +389,7 @@ impl Batch {
             ];
             self.winograd_dispatch(
                 OP,
-                (kernel, dtype, input_entry, pairs),
+                (tile, dtype, "winograd_input", pairs),
                 &params,
                 &[(1, Bind::Tensor(x)), (v_binding, Bind::Tensor(&v))],
                 groups,
@@ -422,7 +416,7 @@ impl Batch {
             ];
             self.winograd_dispatch(
                 OP,
-                (kernel, dtype, output_entry, pairs),
+                (tile, dtype, "winograd_output", pairs),
                 &params,
                 &[
                     (m_binding, Bind::Tensor(&m)),
