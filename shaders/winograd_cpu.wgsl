@@ -6,11 +6,13 @@
 //   pair instead of the direct convolution's 36; transforms in `elem`.
 //   TILE4=1, F(4x4, 3x3): 36 products, 36 multiplies per 4x4 tile instead of 144, and
 //   the transforms move less (a 6x6 patch and 36 products per 16 outputs, against 16
-//   per 4). They amplify rounding (entries up to 5 in B^T and 8 in A^T): with the
-//   transformed weights, input or products stored as f16 a 64-channel convolution was
-//   off by ~1e-2 of its largest output (F(2x2): 7e-4), with all three in f32 by 3-4e-6
-//   (float64 reference, numpy). So there U, V and M are f32 in every variant (the
-//   products run on matmul_cpu's f32 pipelines); x and y are `elem`.
+//   per 4). They amplify rounding (A^T has entries up to 8): with the transformed
+//   weights, input or products stored as f16 a 64-channel convolution was off by ~1e-2
+//   of its largest output (F(2x2): 7e-4), with all three in f32 by 3-9e-6 at 40-128
+//   channels with the usual points 0, +-1, +-2 and 1.5-3.7e-6 with 0, 1, -1, 2, -1/2,
+//   which these matrices use (float64 reference, numpy, sums in f32 as the matmul adds
+//   them). So U, V and M are f32 in every variant (the products run on matmul_cpu's f32
+//   pipelines); x and y are `elem`.
 // On lavapipe the direct convolution and the matmul reach about the same FLOP rate; the
 // transforms and the short products (K = C_in) take back part of the saving. The three
 // kernels move the data around the products (T = 4 x 4 = 16 or 6 x 6 = 36 elements):
@@ -27,12 +29,12 @@
 //   F(2x2): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
 //           G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
 //           A^T = [1 1 1 0; 0 1 -1 -1]
-//   F(4x4) (points 0, 1, -1, 2, -2, inf):
-//           B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0;
-//                  0 2 -1 -2 1 0; 0 4 0 -5 0 1]
-//           G   = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
-//                  1/24 -1/12 1/6; 0 0 1]
-//           A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+//   F(4x4) (Toom-Cook points 0, 1, -1, 2, -1/2, inf):
+//           B^T = [1 3/2 -2 -3/2 1 0; 0 -1 -5/2 -1/2 1 0; 0 1 1/2 -5/2 1 0;
+//                  0 -1/2 -1 1/2 1 0; 0 2 -1 -2 1 0; 0 1 3/2 -2 -3/2 1]
+//           G   = [1 0 0; -1/3 -1/3 -1/3; 1/3 -1/3 1/3; 1/15 2/15 4/15;
+//                  -16/15 8/15 -4/15; 0 0 1]
+//           A^T = [1 1 1 1 1 0; 0 1 -1 2 -1/2 0; 0 1 1 4 1/4 0; 0 1 -1 8 -1/8 1]
 // One invocation per (channel, tile) or (output channel, input channel); arithmetic in
 // f32. PAIRS=1 (widths a multiple of 2 S, so that a row of tiles has an even count and
 // every image row starts on a pair) gives an input or output invocation two
@@ -160,12 +162,12 @@ alias Out4 = array<vec4<f32>, 4>;
 // B^T d for one column d of six (and, applied to rows, d B).
 fn input_1d(d: Row6) -> Row6 {
     return Row6(
-        4.0 * d[0] - 5.0 * d[2] + d[4],
-        d[3] + d[4] - 4.0 * (d[1] + d[2]),
-        d[4] - d[3] + 4.0 * (d[1] - d[2]),
-        d[4] - d[2] + 2.0 * (d[3] - d[1]),
+        d[0] + d[4] + 1.5 * (d[1] - d[3]) - 2.0 * d[2],
+        d[4] - d[1] - 2.5 * d[2] - 0.5 * d[3],
+        d[1] + d[4] + 0.5 * d[2] - 2.5 * d[3],
+        d[4] - d[2] + 0.5 * (d[3] - d[1]),
         d[4] - d[2] + 2.0 * (d[1] - d[3]),
-        4.0 * d[1] - 5.0 * d[3] + d[5],
+        d[1] + d[5] + 1.5 * (d[2] - d[4]) - 2.0 * d[3],
     );
 }
 
@@ -188,9 +190,12 @@ fn input_tile(d: Tile6) -> Tile6 {
 fn output_1d(m: Row6) -> vec4<f32> {
     let s = m[1] + m[2];
     let d = m[1] - m[2];
-    let s2 = m[3] + m[4];
-    let d2 = m[3] - m[4];
-    return vec4<f32>(m[0] + s + s2, d + 2.0 * d2, s + 4.0 * s2, d + 8.0 * d2 + m[5]);
+    return vec4<f32>(
+        m[0] + s + m[3] + m[4],
+        d + 2.0 * m[3] - 0.5 * m[4],
+        s + 4.0 * m[3] + 0.25 * m[4],
+        d + 8.0 * m[3] - 0.125 * m[4] + m[5],
+    );
 }
 
 // y = A^T m A + b for the 6x6 product tile m, as four rows of four.
@@ -383,11 +388,11 @@ fn winograd_output(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn weight_1d(g: vec3<f32>) -> Row6 {
     let even = g.x + g.z;
     return Row6(
-        0.25 * g.x,
-        -(even + g.y) / 6.0,
-        -(even - g.y) / 6.0,
-        g.x / 24.0 + g.y / 12.0 + g.z / 6.0,
-        g.x / 24.0 - g.y / 12.0 + g.z / 6.0,
+        g.x,
+        -(even + g.y) / 3.0,
+        (even - g.y) / 3.0,
+        (g.x + 2.0 * g.y + 4.0 * g.z) / 15.0,
+        (8.0 * g.y - 16.0 * g.x - 4.0 * g.z) / 15.0,
         g.z,
     );
 }

@@ -352,6 +352,8 @@ fn winograd_conv2d_matches_reference() {
                     (1, 7, 9, 7, 8, false, true, 12),
                     (2, 4, 10, 12, 4, false, false, 8),
                     (1, 4, 13, 24, 8, true, true, 4),
+                    (1, 6, 9, 32, 5, true, true, 8),
+                    (2, 8, 16, 16, 8, false, true, 4),
                 ] {
                     let run = match run_tiles {
                         0 => whole,
