@@ -28,7 +28,8 @@ VAE_MSE=${VAE_MSE:-2}
 UNET_MIN=${UNET_MIN:-600}
 UNET_LR=${UNET_LR:-5e-4}
 init_vae=() init_unet=()
-# INIT: models/training/wip (an autoencoder snapshot, snapshot.py) or a shipped v2 folder.
+# INIT: models/training/wip (an autoencoder snapshot, snapshot.py; v2's last one is in git
+# history only: git checkout b804122 -- models/training/wip) or a shipped v2 folder.
 if [ -n "$INIT" ]; then
   init_vae=(--init-from "$INIT")
   if [ -e "$INIT/unet/config.json" ]; then init_unet=(--init-from "$INIT")
