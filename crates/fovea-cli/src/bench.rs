@@ -306,12 +306,7 @@ fn kernels(gpu: &Gpu, o: &BenchOptions, full: bool) -> Result<Vec<KernelRow>, St
         // As the models run it: where the plan takes the Winograd path, the weights are
         // transformed once, outside the timing (a model does it once per layer).
         let mut prep = gpu.batch();
-        let tile = gpu
-            .kernel_plan()
-            .winograd_conv(c, c, [3, 3], 1, [1; 4])
-            .then(|| prep.winograd_tile(&x, &cw))
-            .flatten();
-        let t = if let Some(tile) = tile {
+        let t = if let Some(tile) = prep.winograd_tile(&x, &cw, 1, [1; 4]) {
             let u = prep.winograd_weights(&cw, tile).map_err(gerr)?;
             prep.submit().map_err(gerr)?;
             time(gpu, o, |b| {

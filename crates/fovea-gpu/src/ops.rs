@@ -988,13 +988,7 @@ impl Batch {
         }
         let h_out = (padded_h - ws[2]) / stride + 1;
         let w_out = (padded_w - ws[3]) / stride + 1;
-        let tile = self
-            .gpu()
-            .kernel_plan()
-            .winograd_conv(ws[1], ws[0], [ws[2], ws[3]], stride, padding)
-            .then(|| self.winograd_tile(x, weight))
-            .flatten();
-        if let Some(tile) = tile {
+        if let Some(tile) = self.winograd_tile(x, weight, stride, padding) {
             // Callers that convolve with the same weights again keep the transformed
             // weights and call conv2d_winograd (the models do).
             let u = self.winograd_weights(weight, tile)?;

@@ -13,9 +13,8 @@ pub(crate) struct Conv {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     /// The weights' Winograd transform, made at the first convolution that runs as
-    /// Winograd (`KernelPlan::winograd_conv`), with the tile that convolution's size
-    /// takes (`Batch::winograd_tile`), and kept for the next ones (either tile serves
-    /// every size).
+    /// Winograd, with the tile that convolution takes (`Batch::winograd_tile`), and kept
+    /// for the next ones (either tile serves every size).
     pub winograd: OnceLock<Tensor>,
 }
 
@@ -165,17 +164,12 @@ pub(crate) fn conv_add(
     pad: usize,
     adds: ConvAdds<'_>,
 ) -> Result<Tensor> {
-    let ws = c.weight.shape();
-    let winograd = ws.len() == 4
-        && b.gpu()
-            .kernel_plan()
-            .winograd_conv(ws[1], ws[0], [ws[2], ws[3]], stride, [pad; 4]);
-    // The transform made at the first Winograd convolution, or one made now with the
-    // tile this convolution's size takes (none: the direct convolution is faster).
-    let u = match (winograd, c.winograd.get()) {
-        (false, _) => None,
-        (true, Some(u)) => Some(u.clone()),
-        (true, None) => match b.winograd_tile(x, &c.weight) {
+    // The transform made at the first Winograd convolution (the plan is fixed per
+    // device), or one made now with the tile this convolution takes (none: the plan
+    // does not run it as Winograd, or the direct convolution is faster at its size).
+    let u = match c.winograd.get() {
+        Some(u) => Some(u.clone()),
+        None => match b.winograd_tile(x, &c.weight, stride, [pad; 4]) {
             None => None,
             Some(tile) => {
                 // In a batch of its own, submitted at once: a forward that fails before

@@ -174,17 +174,30 @@ impl Batch {
         Ok(())
     }
 
-    /// The tile for convolving x (N, C_in, H, W) with these 3x3 weights
-    /// (C_out, C_in, 3, 3) on this adapter ([`WinogradTile::for_conv`]), or `None` where
-    /// neither pays (or the shapes are neither).
-    pub fn winograd_tile(&self, x: &Tensor, weight: &Tensor) -> Option<WinogradTile> {
-        let max_binding = self.gpu().limits().max_storage_buffer_binding_size as usize;
-        match (x.shape(), weight.shape()) {
-            ([n, _, h, w], [c_out, c_in, _, _]) => {
-                WinogradTile::for_conv(*c_in, *c_out, [*n, *h, *w], max_binding)
-            }
-            _ => None,
+    /// The Winograd tile for convolving x (N, C_in, H, W) with `weight`
+    /// (C_out, C_in, kh, kw) at this stride and padding `[top, bottom, left, right]`:
+    /// `None` unless the plan runs such a convolution as Winograd
+    /// (`KernelPlan::winograd_conv`) and a tile pays at its size on this adapter
+    /// ([`WinogradTile::for_conv`]), or for shapes that are not those.
+    pub fn winograd_tile(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        stride: usize,
+        padding: [usize; 4],
+    ) -> Option<WinogradTile> {
+        let ([n, _, h, w], [c_out, c_in, kh, kw]) = (x.shape(), weight.shape()) else {
+            return None;
+        };
+        if !self
+            .gpu()
+            .kernel_plan()
+            .winograd_conv(*c_in, *c_out, [*kh, *kw], stride, padding)
+        {
+            return None;
         }
+        let max_binding = self.gpu().limits().max_storage_buffer_binding_size as usize;
+        WinogradTile::for_conv(*c_in, *c_out, [*n, *h, *w], max_binding)
     }
 
     /// The Winograd transform U = G g G^T of 3x3 convolution weights g
